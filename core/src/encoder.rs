@@ -1,0 +1,164 @@
+//! Turns `(Path, time, packet)` into the records of one output's format.
+
+use std::time::SystemTime;
+
+use bytes::BytesMut;
+
+use crate::pcap::{self, LINKTYPE_RAW, LINKTYPE_USER0, PATH_LEN};
+use crate::pcapng::{self, PacketMeta};
+use crate::{Format, Options, Path, Timestamp};
+
+/// Encodes records for one output, into buffers the caller owns. Pure: no clock, no I/O.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use bytes::BytesMut;
+/// use pcapcast_core::{Encoder, Options, Path};
+///
+/// let encoder = Encoder::new(Options::default());
+/// let mut out = BytesMut::new();
+/// encoder.put_header(&mut out);
+/// let when = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// let n = encoder.put_record(&mut out, Path::FromLocal, when, &[0x45, 0, 0, 20]);
+/// assert_eq!(n, 16 + 2 + 4);
+/// assert_eq!(out.len(), 24 + n);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Encoder {
+    options: Options,
+    /// pcapng interface index of each path kind the output keeps.
+    interfaces: [Option<u32>; Path::KINDS],
+}
+
+const APPLICATION: &str = concat!("pcapcast ", env!("CARGO_PKG_VERSION"));
+
+impl Encoder {
+    /// An encoder for `options`.
+    pub fn new(options: Options) -> Encoder {
+        let mut interfaces = [None; Path::KINDS];
+        let mut next = 0;
+        for path in Path::ALL_KINDS {
+            if keeps_kind(&options, path) {
+                interfaces[path.kind_index()] = Some(next);
+                next += 1;
+            }
+        }
+        Encoder {
+            options,
+            interfaces,
+        }
+    }
+
+    /// The options this encoder follows.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Appends the file header: the pcap file header, or the pcapng section header and
+    /// one interface description per kept path kind.
+    pub fn put_header(&self, out: &mut BytesMut) {
+        let snaplen = self.options.get_snaplen();
+        match self.options.get_format() {
+            Format::Pcap => {
+                pcap::put_file_header(out, self.options.get_resolution(), snaplen, LINKTYPE_USER0)
+            }
+            Format::RawIp => {
+                pcap::put_file_header(out, self.options.get_resolution(), snaplen, LINKTYPE_RAW)
+            }
+            Format::Pcapng => {
+                pcapng::put_section_header(out, APPLICATION);
+                for path in Path::ALL_KINDS {
+                    if self.interfaces[path.kind_index()].is_some() {
+                        let linktype = if path.carries_ip() {
+                            LINKTYPE_RAW
+                        } else {
+                            LINKTYPE_USER0
+                        };
+                        pcapng::put_interface_description(
+                            out,
+                            linktype as u16,
+                            snaplen,
+                            path.name(),
+                            describe(path),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends one record for a packet logged at `when`; a time outside what the format
+    /// holds saturates. Filtering by path is the caller's: see [`Options::keeps`].
+    /// Returns the bytes appended.
+    pub fn put_record(
+        &self,
+        out: &mut BytesMut,
+        path: Path,
+        when: SystemTime,
+        packet: &[u8],
+    ) -> usize {
+        let (ts, _) = Timestamp::from_system_time(when);
+        self.put_stored(out, path, ts, packet, packet.len(), 0)
+    }
+
+    /// Appends one record of a packet of `orig_len` bytes of which `packet` was kept,
+    /// after `drops` records this output lost. Returns the bytes appended.
+    pub(crate) fn put_stored(
+        &self,
+        out: &mut BytesMut,
+        path: Path,
+        ts: Timestamp,
+        packet: &[u8],
+        orig_len: usize,
+        drops: u64,
+    ) -> usize {
+        let snaplen = self.options.get_snaplen();
+        let resolution = self.options.get_resolution();
+        match self.options.get_format() {
+            Format::Pcap => {
+                pcap::put_seed_record(out, resolution, snaplen, ts, path, packet, orig_len)
+            }
+            Format::RawIp => pcap::put_raw_record(out, resolution, snaplen, ts, packet, orig_len),
+            Format::Pcapng => {
+                let interface = self.interfaces[path.kind_index()].unwrap_or(0);
+                let snaplen = snaplen as usize;
+                let tag = u16::from(path).to_le_bytes();
+                let (prefix, orig_len): (&[u8], usize) = if path.carries_ip() {
+                    (&[], orig_len)
+                } else {
+                    (&tag, orig_len.saturating_add(PATH_LEN))
+                };
+                let prefix = &prefix[..prefix.len().min(snaplen)];
+                let body = &packet[..packet.len().min(snaplen - prefix.len())];
+                let meta = PacketMeta {
+                    interface,
+                    ts,
+                    orig_len,
+                    direction: path.direction(),
+                    drops,
+                };
+                pcapng::put_enhanced_packet(out, &meta, &[prefix, body])
+            }
+        }
+    }
+}
+
+fn keeps_kind(options: &Options, kind: Path) -> bool {
+    match options.kept_paths() {
+        None => true,
+        Some(mut kept) => kept.any(|p| p.kind_index() == kind.kind_index()),
+    }
+}
+
+fn describe(path: Path) -> &'static str {
+    match path {
+        Path::FromLocal => "IP packets sent by the local host towards a peer",
+        Path::FromPeer => "IP packets received from a peer for the local host",
+        Path::SynthesizedToLocal => "IP packets made by the datapath for the local host",
+        Path::SynthesizedToPeer => "IP packets made by the datapath for a peer",
+        Path::Disco => "discovery frames: a 2-byte path, then the frame",
+        Path::Other(_) => "other paths: a 2-byte path, then the payload",
+    }
+}

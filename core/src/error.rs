@@ -1,0 +1,64 @@
+//! The one error type of the core.
+
+use std::fmt;
+
+/// What went wrong, with the numbers that explain it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A snaplen outside `1..=262144`.
+    SnaplenOutOfRange {
+        /// The snaplen asked for.
+        snaplen: u64,
+    },
+    /// A path that is neither a known name nor a number from 0 to 65535.
+    UnknownPath {
+        /// What was given.
+        name: String,
+    },
+    /// A format other than `pcap`, `raw` or `pcapng`.
+    UnknownFormat {
+        /// What was given.
+        name: String,
+    },
+    /// A timestamp resolution other than `us` or `ns`.
+    UnknownResolution {
+        /// What was given.
+        name: String,
+    },
+    /// The capture already has as many outputs as it allows.
+    TooManyOutputs {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The capture was closed.
+    Closed,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SnaplenOutOfRange { snaplen } => write!(
+                f,
+                "snaplen {snaplen} is out of range: it must be from 1 to {}",
+                crate::pcap::MAX_SNAPLEN
+            ),
+            Self::UnknownPath { name } => write!(
+                f,
+                "unknown path {name:?}: use from-local, from-peer, synth-to-local, synth-to-peer, disco or a number from 0 to 65535"
+            ),
+            Self::UnknownFormat { name } => {
+                write!(f, "unknown format {name:?}: use pcap, raw or pcapng")
+            }
+            Self::UnknownResolution { name } => {
+                write!(f, "unknown timestamp resolution {name:?}: use us or ns")
+            }
+            Self::TooManyOutputs { limit } => {
+                write!(f, "the capture already has its limit of {limit} outputs")
+            }
+            Self::Closed => f.write_str("the capture is closed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

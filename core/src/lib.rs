@@ -1,0 +1,65 @@
+//! Sans-IO packet capture for the datapath of network daemons.
+//!
+//! The datapath calls [`Capture::log_packet`] at each point it wants to see; any number
+//! of outputs, each a [`Subscription`], receive the packets as a pcap or pcapng byte
+//! stream. With no output attached the call reads one atomic word. A slow output never
+//! slows the datapath: it loses its oldest records and counts them. The default format
+//! is byte for byte that of Tailscale's `wgengine/capture`: classic pcap,
+//! `LINKTYPE_USER0`, a 2-byte [`Path`] before each IP packet.
+//!
+//! This crate does no I/O and reads no clock: times come from the caller. The
+//! `pcapcast-smol` and `pcapcast-tokio` crates drive subscriptions into writers and
+//! serve them over HTTP and PCAP-over-IP.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//! use futures_lite::{future::block_on, StreamExt};
+//! use pcapcast_core::{Capture, Format, Options, Path};
+//!
+//! let capture = Capture::new();
+//! // Nobody listens: this costs one atomic load and is not recorded.
+//! capture.log_packet(Path::FromLocal, UNIX_EPOCH, &[0x45; 20]);
+//!
+//! let mut seed = capture.subscribe(Options::default());
+//! let mut ng = capture.subscribe(Options::new().format(Format::Pcapng));
+//! let when = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+//! capture.log_packet(Path::FromPeer, when, &[0x45; 20]);
+//! capture.close();
+//!
+//! let collect = |output: &mut pcapcast_core::Subscription| {
+//!     let mut file = Vec::new();
+//!     while let Some(bytes) = block_on(output.next()) {
+//!         file.extend_from_slice(&bytes);
+//!     }
+//!     file
+//! };
+//! let seed_file = collect(&mut seed);
+//! assert_eq!(&seed_file[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
+//! assert_eq!(seed_file.len(), 24 + 16 + 2 + 20);
+//! assert_eq!(&collect(&mut ng)[..4], &[0x0a, 0x0d, 0x0d, 0x0a]);
+//! assert_eq!(capture.num_outputs(), 0);
+//! ```
+
+mod capture;
+mod encoder;
+mod error;
+mod flush;
+mod log;
+mod options;
+mod path;
+pub mod pcap;
+pub mod pcapng;
+mod subscription;
+mod time;
+
+pub use capture::{Builder, Capture, CaptureStats};
+pub use encoder::Encoder;
+pub use error::Error;
+pub use flush::FlushSchedule;
+pub use options::{Format, Options, DEFAULT_FLUSH_INTERVAL};
+pub use path::{Direction, Path};
+pub use pcap::TsResolution;
+pub use subscription::{OutputStats, Subscription};
+pub use time::Timestamp;

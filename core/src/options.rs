@@ -1,0 +1,206 @@
+//! What one output wants: format, snaplen, time resolution, paths, flush interval.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::pcap::{TsResolution, DEFAULT_SNAPLEN, MAX_SNAPLEN};
+use crate::{Error, Path};
+
+/// The file format of an output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// The seed format: classic pcap, `LINKTYPE_USER0`, the path before each packet.
+    /// Byte for byte what Tailscale's `wgengine/capture` writes.
+    #[default]
+    Pcap,
+    /// Classic pcap, `LINKTYPE_RAW`: bare IP packets that open anywhere; the path is lost.
+    RawIp,
+    /// pcapng: one interface per path, direction flags and drop counts.
+    Pcapng,
+}
+
+impl Format {
+    /// The name used in queries and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pcap => "pcap",
+            Self::RawIp => "raw",
+            Self::Pcapng => "pcapng",
+        }
+    }
+
+    /// The media type of a stream in this format.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::Pcap | Self::RawIp => "application/vnd.tcpdump.pcap",
+            Self::Pcapng => "application/x-pcapng",
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "pcap" => Ok(Self::Pcap),
+            "raw" => Ok(Self::RawIp),
+            "pcapng" => Ok(Self::Pcapng),
+            other => Err(Error::UnknownFormat {
+                name: other.to_owned(),
+            }),
+        }
+    }
+}
+
+impl FromStr for TsResolution {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "us" => Ok(Self::Micros),
+            "ns" => Ok(Self::Nanos),
+            other => Err(Error::UnknownResolution {
+                name: other.to_owned(),
+            }),
+        }
+    }
+}
+
+/// What one output wants. `Options::default()` is the seed format of the Go original:
+/// classic pcap, `LINKTYPE_USER0`, microseconds, snaplen 65535, every path, flushed
+/// 100 ms after the first unflushed record.
+///
+/// # Examples
+///
+/// ```
+/// use pcapcast_core::{Format, Options, Path};
+///
+/// let options = Options::new()
+///     .format(Format::Pcapng)
+///     .snaplen(128)?
+///     .paths([Path::FromPeer, Path::FromLocal]);
+/// assert!(options.keeps(Path::FromPeer));
+/// assert!(!options.keeps(Path::Disco));
+/// assert!(Options::new().snaplen(0).is_err());
+/// # Ok::<(), pcapcast_core::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    format: Format,
+    snaplen: u32,
+    resolution: TsResolution,
+    paths: Option<Vec<u16>>,
+    flush_interval: Duration,
+}
+
+/// The flush interval of the Go original.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            format: Format::Pcap,
+            snaplen: DEFAULT_SNAPLEN,
+            resolution: TsResolution::Micros,
+            paths: None,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+        }
+    }
+}
+
+impl Options {
+    /// The seed format; the same as `Options::default()`.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Sets the file format.
+    pub fn format(mut self, format: Format) -> Options {
+        self.format = format;
+        self
+    }
+
+    /// Sets the snaplen: records keep at most this many bytes (the path tag included in
+    /// the seed format).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SnaplenOutOfRange`] unless `1 <= snaplen <= 262144`.
+    pub fn snaplen(mut self, snaplen: u32) -> Result<Options, Error> {
+        if !(1..=MAX_SNAPLEN).contains(&snaplen) {
+            return Err(Error::SnaplenOutOfRange {
+                snaplen: snaplen.into(),
+            });
+        }
+        self.snaplen = snaplen;
+        Ok(self)
+    }
+
+    /// Sets the timestamp resolution of classic pcap output; pcapng always uses
+    /// nanoseconds.
+    pub fn resolution(mut self, resolution: TsResolution) -> Options {
+        self.resolution = resolution;
+        self
+    }
+
+    /// Keeps only the given paths. An empty list keeps every path.
+    pub fn paths(mut self, paths: impl IntoIterator<Item = Path>) -> Options {
+        let mut values: Vec<u16> = paths.into_iter().map(u16::from).collect();
+        values.sort_unstable();
+        values.dedup();
+        self.paths = if values.is_empty() {
+            None
+        } else {
+            Some(values)
+        };
+        self
+    }
+
+    /// Sets how long a record may wait before it is handed out; a full batch goes at once.
+    pub fn flush_interval(mut self, interval: Duration) -> Options {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// The file format.
+    pub fn get_format(&self) -> Format {
+        self.format
+    }
+
+    /// The snaplen.
+    pub fn get_snaplen(&self) -> u32 {
+        self.snaplen
+    }
+
+    /// The timestamp resolution.
+    pub fn get_resolution(&self) -> TsResolution {
+        self.resolution
+    }
+
+    /// The flush interval.
+    pub fn get_flush_interval(&self) -> Duration {
+        self.flush_interval
+    }
+
+    /// Whether records on `path` are kept.
+    pub fn keeps(&self, path: Path) -> bool {
+        match &self.paths {
+            None => true,
+            Some(values) => values.binary_search(&u16::from(path)).is_ok(),
+        }
+    }
+
+    /// The kept paths, or `None` for all.
+    pub fn kept_paths(&self) -> Option<impl Iterator<Item = Path> + '_> {
+        self.paths
+            .as_ref()
+            .map(|v| v.iter().map(|&p| Path::from(p)))
+    }
+
+    /// Whether this output's records are the stored seed records unchanged, which lets
+    /// the capture hand them out without copying.
+    pub(crate) fn is_seed_micros(&self) -> bool {
+        self.format == Format::Pcap && self.resolution == TsResolution::Micros
+    }
+}

@@ -1,0 +1,301 @@
+//! One output: the records of a capture as a byte stream in that output's format.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use event_listener::EventListener;
+use futures_core::Stream;
+
+use crate::capture::Shared;
+use crate::log::{self, Batch};
+use crate::pcap::RECORD_HEADER_LEN;
+use crate::{Encoder, FlushSchedule, Options};
+
+/// Counters of one output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OutputStats {
+    /// Records handed out.
+    pub records: u64,
+    /// Bytes handed out, the file header included.
+    pub bytes: u64,
+    /// Records this output lost because it lagged behind the backlog.
+    pub dropped: u64,
+}
+
+/// One output of a [`Capture`](crate::Capture): a `Stream` of `Bytes` that holds the
+/// file header, then whole records in log order, in this output's format.
+///
+/// Polling it as a `Stream` hands out whatever was logged so far, with no timer behind
+/// it. Writers that want fewer, larger writes use [`Subscription::poll_next_at`], which
+/// holds records back until a batch is full or the flush interval has passed. Records
+/// that the default seed format can pass on unchanged are handed out as slices of the
+/// shared backlog, without a copy per output. Dropping it detaches the output.
+#[derive(Debug)]
+pub struct Subscription {
+    shared: Arc<Shared>,
+    encoder: Encoder,
+    attached: bool,
+    cursor: u64,
+    header_sent: bool,
+    ended: bool,
+    ready: VecDeque<Bytes>,
+    scratch: BytesMut,
+    batches: Vec<Batch>,
+    listener: Option<EventListener>,
+    schedule: FlushSchedule,
+    stats: OutputStats,
+    /// Records lost since the last record handed out, for pcapng's `epb_dropcount`.
+    unreported_drops: u64,
+}
+
+/// How a pull treats records that are not yet in a full batch.
+#[derive(Clone, Copy, Debug)]
+enum Take {
+    /// Take them now.
+    Everything,
+    /// Take them once the flush interval since they were first seen has passed.
+    DueAt(Instant),
+}
+
+enum Pulled {
+    Data,
+    Nothing,
+    End,
+}
+
+impl Subscription {
+    pub(crate) fn attached(shared: Arc<Shared>, options: Options, cursor: u64) -> Subscription {
+        let mut subscription = Subscription::ended(shared, options);
+        subscription.attached = true;
+        subscription.ended = false;
+        subscription.cursor = cursor;
+        subscription
+    }
+
+    pub(crate) fn ended(shared: Arc<Shared>, options: Options) -> Subscription {
+        let schedule = FlushSchedule::new(options.get_flush_interval(), shared.batch_bytes);
+        Subscription {
+            shared,
+            encoder: Encoder::new(options),
+            attached: false,
+            cursor: 0,
+            header_sent: false,
+            ended: true,
+            ready: VecDeque::new(),
+            scratch: BytesMut::new(),
+            batches: Vec::new(),
+            listener: None,
+            schedule,
+            stats: OutputStats::default(),
+            unreported_drops: 0,
+        }
+    }
+
+    /// The options of this output.
+    pub fn options(&self) -> &Options {
+        self.encoder.options()
+    }
+
+    /// Counters of this output.
+    pub fn stats(&self) -> OutputStats {
+        self.stats
+    }
+
+    /// Records this output lost because it lagged.
+    pub fn dropped(&self) -> u64 {
+        self.stats.dropped
+    }
+
+    /// Polls for bytes, holding records back until a batch is full or until the flush
+    /// interval has passed since this output first saw them; `now` is the caller's clock.
+    /// Returns `Pending` with a waker registered for new batches; the caller also arms a
+    /// timer for [`Subscription::poll_timeout`].
+    pub fn poll_next_at(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<Option<Bytes>> {
+        self.poll_with(cx, Take::DueAt(now))
+    }
+
+    /// When held-back records fall due, if any are held back.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.schedule.poll_timeout()
+    }
+
+    /// Bytes already prepared, without looking at the capture: after a `Ready` from
+    /// [`Subscription::poll_next_at`], a writer collects the rest of the batch with this.
+    pub fn next_ready(&mut self) -> Option<Bytes> {
+        let bytes = self.ready.pop_front()?;
+        self.stats.bytes += bytes.len() as u64;
+        Some(bytes)
+    }
+
+    /// Whether the stream has ended: the capture closed and everything was handed out.
+    pub fn is_finished(&self) -> bool {
+        self.ended && self.ready.is_empty() && self.header_sent
+    }
+
+    fn poll_with(&mut self, cx: &mut Context<'_>, take: Take) -> Poll<Option<Bytes>> {
+        loop {
+            if let Some(bytes) = self.next_ready() {
+                return Poll::Ready(Some(bytes));
+            }
+            if !self.header_sent {
+                self.header_sent = true;
+                self.encoder.put_header(&mut self.scratch);
+                self.ready.push_back(self.scratch.split().freeze());
+                continue;
+            }
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            match self.pull(take) {
+                Pulled::Data => continue,
+                Pulled::End => {
+                    self.ended = true;
+                    self.detach();
+                    continue;
+                }
+                Pulled::Nothing => {}
+            }
+            match self.listener.as_mut() {
+                None => self.listener = Some(self.shared.event.listen()),
+                Some(listener) => {
+                    ready!(Pin::new(listener).poll(cx));
+                    self.listener = None;
+                }
+            }
+        }
+    }
+
+    fn pull(&mut self, take: Take) -> Pulled {
+        let shared = Arc::clone(&self.shared);
+        let (closed, next_seq) = {
+            let mut log = shared.lock();
+            let oldest = log.oldest_seq();
+            if self.cursor < oldest {
+                self.lose(oldest - self.cursor);
+                self.cursor = oldest;
+            }
+            log.sealed_from(self.cursor, &mut self.batches);
+            if self.batches.is_empty() && log.has_open_after(self.cursor) {
+                let take_open = match take {
+                    Take::Everything => true,
+                    Take::DueAt(now) => {
+                        self.schedule.handle_buffered(now, 0);
+                        self.schedule.is_due(now)
+                    }
+                };
+                if take_open {
+                    log.seal();
+                    log.sealed_from(self.cursor, &mut self.batches);
+                }
+            }
+            (log.closed, log.next_seq())
+        };
+        if self.batches.is_empty() {
+            return if closed && self.cursor >= next_seq {
+                Pulled::End
+            } else {
+                Pulled::Nothing
+            };
+        }
+        self.schedule.handle_flushed();
+        let batches = std::mem::take(&mut self.batches);
+        for batch in &batches {
+            self.encode(batch);
+        }
+        self.batches = batches;
+        self.batches.clear();
+        Pulled::Data
+    }
+
+    fn lose(&mut self, records: u64) {
+        self.stats.dropped += records;
+        self.unreported_drops += records;
+        self.shared.dropped.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// Encodes the records of `batch` from the cursor on. Runs of records the seed format
+    /// passes on unchanged become slices of the batch; the rest is encoded into scratch.
+    fn encode(&mut self, batch: &Batch) {
+        let skip = self.cursor.saturating_sub(batch.first_seq) as usize;
+        let passthrough = self.encoder.options().is_seed_micros();
+        let snaplen = self.encoder.options().get_snaplen() as usize;
+        let base = batch.data.as_ptr() as usize;
+        let mut run: Option<Range<usize>> = None;
+        for record in log::records(&batch.data, &batch.sub_micros).skip(skip) {
+            if !self.encoder.options().keeps(record.path) {
+                self.end_run(batch, &mut run);
+                continue;
+            }
+            self.stats.records += 1;
+            if passthrough && record.raw.len() - RECORD_HEADER_LEN <= snaplen {
+                let start = record.raw.as_ptr() as usize - base;
+                let end = start + record.raw.len();
+                match run.as_mut() {
+                    Some(range) => range.end = end,
+                    None => {
+                        self.queue_scratch();
+                        run = Some(start..end);
+                    }
+                }
+                continue;
+            }
+            self.end_run(batch, &mut run);
+            let drops = std::mem::take(&mut self.unreported_drops);
+            self.encoder.put_stored(
+                &mut self.scratch,
+                record.path,
+                record.ts,
+                record.packet,
+                record.orig_len,
+                drops,
+            );
+        }
+        self.end_run(batch, &mut run);
+        self.queue_scratch();
+        if passthrough {
+            // Classic pcap cannot show drops; the counters keep them.
+            self.unreported_drops = 0;
+        }
+        self.cursor = batch.end_seq();
+    }
+
+    fn end_run(&mut self, batch: &Batch, run: &mut Option<Range<usize>>) {
+        if let Some(range) = run.take() {
+            self.ready.push_back(batch.data.slice(range));
+        }
+    }
+
+    fn queue_scratch(&mut self) {
+        if !self.scratch.is_empty() {
+            self.ready.push_back(self.scratch.split().freeze());
+        }
+    }
+
+    fn detach(&mut self) {
+        if std::mem::take(&mut self.attached) {
+            self.shared.detach();
+        }
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Bytes;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        self.get_mut().poll_with(cx, Take::Everything)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
