@@ -1,0 +1,259 @@
+//! The semantics every output keeps: attach and detach, close, lag and loss, order
+//! across threads, timed hand-out with simulated time.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use futures_lite::{future::block_on, StreamExt};
+use pcapcast_core::{Capture, Format, Options, Path, Subscription};
+
+mod support;
+
+fn drain(output: &mut Subscription) -> Vec<u8> {
+    let mut file = Vec::new();
+    while let Some(bytes) = block_on(output.next()) {
+        file.extend_from_slice(&bytes);
+    }
+    file
+}
+
+fn log(capture: &Capture, tag: u8) {
+    capture.log_packet(
+        Path::FromPeer,
+        UNIX_EPOCH + Duration::from_secs(u64::from(tag)),
+        &[tag; 40],
+    );
+}
+
+fn tags(bytes: &[u8]) -> Vec<u8> {
+    support::parse(bytes)
+        .records
+        .iter()
+        .map(|r| r.packet[0])
+        .collect()
+}
+
+#[test]
+fn outputs_see_what_was_logged_while_attached() {
+    let capture = Capture::new();
+    log(&capture, 1); // nobody listens
+    let mut a = capture.subscribe(Options::default());
+    log(&capture, 2);
+    let mut b = capture.subscribe(Options::new().format(Format::Pcapng));
+    log(&capture, 3);
+    let c = capture.subscribe(Options::default());
+    assert_eq!(capture.num_outputs(), 3);
+    drop(c);
+    assert_eq!(capture.num_outputs(), 2);
+    log(&capture, 4);
+    capture.close();
+    log(&capture, 5); // after close: ignored
+    assert_eq!(tags(&drain(&mut a)), [2, 3, 4]);
+    assert_eq!(tags(&drain(&mut b)), [3, 4]);
+    assert_eq!(capture.num_outputs(), 0);
+    assert_eq!(capture.stats().logged, 3);
+}
+
+#[test]
+fn a_closed_capture_gives_a_header_and_an_end() {
+    let capture = Capture::new();
+    capture.close();
+    let mut late = capture.subscribe(Options::default());
+    assert_eq!(drain(&mut late).len(), 24);
+    assert!(capture.try_subscribe(Options::default()).is_err());
+    assert_eq!(capture.num_outputs(), 0);
+}
+
+#[test]
+fn dropping_every_handle_closes_the_capture() {
+    let capture = Capture::new();
+    let datapath = capture.clone();
+    let mut output = capture.subscribe(Options::default());
+    log(&datapath, 1);
+    drop(capture);
+    log(&datapath, 2);
+    drop(datapath);
+    assert_eq!(tags(&drain(&mut output)), [1, 2]);
+}
+
+#[test]
+fn the_output_limit_is_kept() {
+    let capture = Capture::builder().max_outputs(2).build();
+    let _a = capture.try_subscribe(Options::default()).unwrap();
+    let b = capture.try_subscribe(Options::default()).unwrap();
+    let err = capture.try_subscribe(Options::default()).unwrap_err();
+    assert_eq!(err, pcapcast_core::Error::TooManyOutputs { limit: 2 });
+    drop(b);
+    assert!(capture.try_subscribe(Options::default()).is_ok());
+}
+
+#[test]
+fn a_lagging_output_loses_its_oldest_records_alone_and_counts_them() {
+    let capture = Capture::builder()
+        .batch_bytes(4096)
+        .backlog_bytes(8192)
+        .build();
+    let mut fast = capture.subscribe(Options::default());
+    let mut slow = capture.subscribe(Options::new().format(Format::Pcapng));
+    let mut fast_bytes = Vec::new();
+    for i in 0..1000u32 {
+        capture.log_packet(Path::FromLocal, UNIX_EPOCH, &i.to_le_bytes().repeat(25));
+        // The fast output reads everything there is after each packet.
+        while let Poll::Ready(Some(b)) = fast.poll_next(&mut Context::from_waker(Waker::noop())) {
+            fast_bytes.extend_from_slice(&b);
+        }
+    }
+    capture.close();
+    fast_bytes.extend(drain(&mut fast));
+    let fast_file = support::parse(&fast_bytes);
+    assert_eq!(fast_file.records.len(), 1000);
+    assert_eq!(fast.dropped(), 0);
+
+    let slow_file = support::parse(&drain(&mut slow));
+    let lost = slow.dropped();
+    assert!(lost > 0);
+    assert_eq!(slow_file.records.len() as u64 + lost, 1000);
+    // The loss shows in the stream, on the first record after it, and the survivors are
+    // the newest records in order.
+    assert_eq!(slow_file.records[0].drops, lost);
+    assert!(slow_file.records[1..].iter().all(|r| r.drops == 0));
+    let first = u32::from_le_bytes(slow_file.records[0].packet[..4].try_into().unwrap());
+    assert_eq!(u64::from(first), lost);
+    assert_eq!(capture.stats().dropped, lost);
+}
+
+#[test]
+fn default_outputs_share_the_stored_bytes() {
+    let capture = Capture::new();
+    let mut a = capture.subscribe(Options::default());
+    let mut b = capture.subscribe(Options::default());
+    log(&capture, 9);
+    capture.close();
+    let waker = Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let _ = (a.poll_next(&mut cx), b.poll_next(&mut cx)); // the headers
+    let (Poll::Ready(Some(ra)), Poll::Ready(Some(rb))) =
+        (a.poll_next(&mut cx), b.poll_next(&mut cx))
+    else {
+        panic!("records expected");
+    };
+    assert_eq!(ra, rb);
+    assert_eq!(
+        ra.as_ptr(),
+        rb.as_ptr(),
+        "one copy, whatever the number of outputs"
+    );
+}
+
+#[test]
+fn records_are_held_back_until_the_flush_interval_or_a_full_batch() {
+    let capture = Capture::builder().batch_bytes(4096).build();
+    let mut output = capture.subscribe(Options::default());
+    let waker = Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    assert!(matches!(output.poll_next_at(&mut cx, t0), Poll::Ready(Some(h)) if h.len() == 24));
+    assert!(output.poll_next_at(&mut cx, t0).is_pending());
+    assert_eq!(output.poll_timeout(), None);
+    log(&capture, 1);
+    assert!(output.poll_next_at(&mut cx, t0 + ms(5)).is_pending());
+    assert_eq!(output.poll_timeout(), Some(t0 + ms(105)));
+    log(&capture, 2);
+    assert!(output.poll_next_at(&mut cx, t0 + ms(104)).is_pending());
+    let Poll::Ready(Some(bytes)) = output.poll_next_at(&mut cx, t0 + ms(105)) else {
+        panic!("due at 105 ms");
+    };
+    assert_eq!(bytes.len(), 2 * (16 + 2 + 40));
+    assert_eq!(output.poll_timeout(), None);
+
+    // A full batch goes at once.
+    for _ in 0..100 {
+        log(&capture, 3);
+    }
+    let Poll::Ready(Some(_)) = output.poll_next_at(&mut cx, t0 + ms(106)) else {
+        panic!("a full batch is due at once");
+    };
+}
+
+#[test]
+fn a_waiting_reader_is_woken_by_the_datapath() {
+    let capture = Capture::new();
+    let mut output = capture.subscribe(Options::default());
+    let reader = std::thread::spawn(move || drain(&mut output));
+    std::thread::sleep(Duration::from_millis(50));
+    log(&capture, 7);
+    std::thread::sleep(Duration::from_millis(50));
+    capture.close();
+    assert_eq!(tags(&reader.join().unwrap()), [7]);
+}
+
+#[test]
+fn threads_log_while_outputs_come_and_go() {
+    const THREADS: u8 = 4;
+    const PER_THREAD: u32 = 20_000;
+    let capture = Capture::builder()
+        .batch_bytes(8192)
+        .backlog_bytes(64 << 10)
+        .build();
+    let done = Arc::new(AtomicBool::new(false));
+    let loggers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let capture = capture.clone();
+            std::thread::spawn(move || {
+                for seq in 0..PER_THREAD {
+                    let mut packet = vec![t; 8 + (seq as usize % 300)];
+                    packet[1..5].copy_from_slice(&seq.to_le_bytes());
+                    capture.log_packet(Path::from(u16::from(t % 4)), UNIX_EPOCH, &packet);
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..6)
+        .map(|r| {
+            let capture = capture.clone();
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let formats = [Format::Pcap, Format::RawIp, Format::Pcapng];
+                let mut rounds = 0;
+                while !done.load(Ordering::Relaxed) || rounds == 0 {
+                    rounds += 1;
+                    let options = Options::new().format(formats[(r + rounds) % 3]);
+                    let mut output = capture.subscribe(options);
+                    let mut bytes = Vec::new();
+                    // Read a while, then detach mid-stream (or at the end, once closed).
+                    for _ in 0..(50 + 37 * r) {
+                        match block_on(output.next()) {
+                            Some(b) => bytes.extend_from_slice(&b),
+                            None => break,
+                        }
+                    }
+                    drop(output);
+                    let file = support::parse(&bytes);
+                    let mut last = [None::<u32>; THREADS as usize];
+                    for record in &file.records {
+                        let thread = record.packet[0] as usize;
+                        let seq = u32::from_le_bytes(record.packet[1..5].try_into().unwrap());
+                        assert!(
+                            last[thread].is_none_or(|prev| seq > prev),
+                            "order kept per thread"
+                        );
+                        last[thread] = Some(seq);
+                    }
+                }
+                rounds
+            })
+        })
+        .collect();
+    for logger in loggers {
+        logger.join().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    capture.close();
+    for reader in readers {
+        assert!(reader.join().unwrap() > 0);
+    }
+    assert_eq!(capture.num_outputs(), 0);
+}
