@@ -1,1 +1,224 @@
-fn main() {}
+//! The cost of `Capture::log_packet`, against the floor (a copy into a reused buffer)
+//! and a baseline built as the Go original is (one mutex, every output written under it).
+//!
+//! `cargo bench -p pcapcast-core --bench log_packet`
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant, SystemTime};
+
+use divan::Bencher;
+use pcapcast_core::{Capture, Options, Path, Subscription};
+
+fn main() {
+    divan::main();
+}
+
+const SIZES: [usize; 3] = [64, 1500, 9000];
+
+/// Drains subscriptions on one thread, as an adapter would: timed hand-out, parking
+/// until woken or due; `write` stands for the writer.
+struct Drainer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<u64>>,
+}
+
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+impl Drainer {
+    fn start(mut outputs: Vec<Subscription>, write: fn(&[u8])) -> Drainer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let waker = Waker::from(Arc::new(Unpark(thread::current())));
+            let mut cx = Context::from_waker(&waker);
+            let mut bytes = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                let mut due: Option<Instant> = None;
+                for output in &mut outputs {
+                    while let Poll::Ready(Some(b)) = output.poll_next_at(&mut cx, now) {
+                        write(&b);
+                        bytes += b.len() as u64;
+                        while let Some(b) = output.next_ready() {
+                            write(&b);
+                            bytes += b.len() as u64;
+                        }
+                    }
+                    due = match (due, output.poll_timeout()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                let wait = due.map_or(Duration::from_millis(10), |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                thread::park_timeout(wait.min(Duration::from_millis(10)));
+            }
+            bytes
+        });
+        Drainer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Drainer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+fn discard(bytes: &[u8]) {
+    black_box(bytes);
+}
+
+fn packet(size: usize) -> Vec<u8> {
+    (0..size).map(|i| i as u8).collect()
+}
+
+/// Logs twice the backlog, so that the measurement sees the steady state of a running
+/// daemon (buffers reused) rather than the first fill of the backlog (fresh pages).
+fn warm_up(capture: &Capture, packet: &[u8]) {
+    let when = SystemTime::now();
+    for _ in 0..(8 << 20) / packet.len() {
+        capture.log_packet(Path::FromPeer, when, packet);
+    }
+}
+
+/// `log_packet` with 0, 1, 4 or 16 outputs drained by another thread.
+#[divan::bench(consts = [0, 1, 4, 16], args = SIZES, threads = [1, 2])]
+fn capture<const OUTPUTS: usize>(bencher: Bencher, size: usize) {
+    let capture = Capture::new();
+    let outputs = (0..OUTPUTS)
+        .map(|_| capture.subscribe(Options::default()))
+        .collect();
+    let _drainer = Drainer::start(outputs, discard);
+    let packet = packet(size);
+    warm_up(&capture, &packet);
+    let when = SystemTime::now();
+    bencher
+        .counter(divan::counter::BytesCount::new(size))
+        .bench(|| capture.log_packet(Path::FromPeer, when, black_box(&packet)));
+}
+
+/// One output whose every write takes 1 ms: the datapath must not notice.
+#[divan::bench(args = [1500])]
+fn capture_with_1ms_writer(bencher: Bencher, size: usize) {
+    let capture = Capture::new();
+    let _drainer = Drainer::start(vec![capture.subscribe(Options::default())], |_| {
+        thread::sleep(Duration::from_millis(1))
+    });
+    let packet = packet(size);
+    warm_up(&capture, &packet);
+    let when = SystemTime::now();
+    bencher.bench(|| capture.log_packet(Path::FromPeer, when, black_box(&packet)));
+}
+
+/// The floor: the packet and an 18-byte header copied into a buffer that is reused.
+#[divan::bench(args = SIZES)]
+fn floor_copy(bencher: Bencher, size: usize) {
+    let packet = packet(size);
+    let mut buffer: Vec<u8> = Vec::with_capacity(1 << 20);
+    bencher.bench_local(|| {
+        if buffer.capacity() - buffer.len() < size + 18 {
+            buffer.clear();
+        }
+        buffer.extend_from_slice(&[0u8; 18]);
+        buffer.extend_from_slice(black_box(&packet));
+        black_box(buffer.len());
+    });
+}
+
+/// The Go original's structure: one mutex; under it every output gets the record,
+/// formatted and written synchronously (here, into in-memory buffers).
+/// An output of the baseline: a synchronous writer.
+type GoOutput = Box<dyn FnMut(&[u8]) + Send>;
+
+struct GoLike {
+    outputs: Mutex<Vec<GoOutput>>,
+}
+
+impl GoLike {
+    fn new(outputs: Vec<GoOutput>) -> GoLike {
+        GoLike {
+            outputs: Mutex::new(outputs),
+        }
+    }
+
+    fn log_packet(&self, path: Path, when: SystemTime, packet: &[u8]) {
+        let mut outputs = self.outputs.lock().unwrap();
+        if outputs.is_empty() {
+            return;
+        }
+        let since = when
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        for output in outputs.iter_mut() {
+            // As `binary.Write` does: the header fields, then the path and the packet.
+            let mut record = Vec::with_capacity(18 + packet.len());
+            record.extend_from_slice(&(since.as_secs() as u32).to_le_bytes());
+            record.extend_from_slice(&since.subsec_micros().to_le_bytes());
+            record.extend_from_slice(&((packet.len() + 2) as u32).to_le_bytes());
+            record.extend_from_slice(&((packet.len() + 2) as u32).to_le_bytes());
+            record.extend_from_slice(&u16::from(path).to_le_bytes());
+            record.extend_from_slice(packet);
+            output(&record);
+        }
+    }
+}
+
+fn memory_output() -> GoOutput {
+    let mut buffer: Vec<u8> = Vec::with_capacity(1 << 20);
+    Box::new(move |record| {
+        if buffer.capacity() - buffer.len() < record.len() {
+            buffer.clear();
+        }
+        buffer.extend_from_slice(record);
+    })
+}
+
+/// The baseline with 1, 4 or 16 in-memory outputs.
+#[divan::bench(consts = [1, 4, 16], args = SIZES, threads = [1, 2])]
+fn go_like<const OUTPUTS: usize>(bencher: Bencher, size: usize) {
+    let go = GoLike::new((0..OUTPUTS).map(|_| memory_output()).collect());
+    let packet = packet(size);
+    let when = SystemTime::now();
+    bencher.bench(|| go.log_packet(Path::FromPeer, when, black_box(&packet)));
+}
+
+/// The baseline with one output whose every write takes 1 ms.
+#[divan::bench(args = [1500], sample_count = 10, sample_size = 1)]
+fn go_like_with_1ms_writer(bencher: Bencher, size: usize) {
+    let go = GoLike::new(vec![Box::new(|_: &[u8]| {
+        thread::sleep(Duration::from_millis(1))
+    })]);
+    let packet = packet(size);
+    let when = SystemTime::now();
+    bencher.bench(|| go.log_packet(Path::FromPeer, when, black_box(&packet)));
+}
+
+/// One output that never reads.
+#[divan::bench(args = SIZES)]
+fn capture_unread(bencher: Bencher, size: usize) {
+    let capture = Capture::new();
+    let _output = capture.subscribe(Options::default());
+    let packet = packet(size);
+    warm_up(&capture, &packet);
+    let when = SystemTime::now();
+    bencher.bench(|| capture.log_packet(Path::FromPeer, when, black_box(&packet)));
+}

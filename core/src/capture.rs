@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use event_listener::Event;
 
-use crate::log::{Log, Wake};
+use crate::log::Log;
 use crate::{Error, Options, Path, Subscription, Timestamp};
 
 /// Bit of `Shared::state` set once the capture is closed; the rest counts outputs.
@@ -19,9 +19,15 @@ pub(crate) struct Shared {
     /// `Capture` handles alive; the last one to go closes the capture.
     handles: AtomicUsize,
     pub(crate) log: Mutex<Log>,
-    /// Wakes readers: on the first record of an empty batch, a sealed batch, and close.
-    pub(crate) event: Event,
+    /// Wakes readers waiting for any record: on the first record of an empty batch.
+    pub(crate) data_event: Event,
+    /// Wakes readers holding records back for a full batch: when one is sealed.
+    pub(crate) batch_event: Event,
     pub(crate) dropped: AtomicU64,
+    /// Copies of `Log::next_seq` and `Log::sealed_end`, so that a reader with nothing to
+    /// take finds out without taking the lock the datapath needs.
+    pub(crate) next_seq: AtomicU64,
+    pub(crate) sealed_end: AtomicU64,
     max_outputs: usize,
     pub(crate) batch_bytes: usize,
 }
@@ -33,6 +39,16 @@ impl Shared {
         self.log
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Publishes the log's positions; called under the lock after every change.
+    pub(crate) fn publish(&self, log: &Log) {
+        self.next_seq.store(log.next_seq(), Ordering::Release);
+        self.sealed_end.store(log.sealed_end(), Ordering::Release);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.load(Ordering::Acquire) & CLOSED != 0
     }
 
     pub(crate) fn detach(&self) {
@@ -127,8 +143,11 @@ impl Builder {
                 state: AtomicUsize::new(0),
                 handles: AtomicUsize::new(1),
                 log: Mutex::new(Log::new(self.batch_bytes, backlog)),
-                event: Event::new(),
+                data_event: Event::new(),
+                batch_event: Event::new(),
                 dropped: AtomicU64::new(0),
+                next_seq: AtomicU64::new(0),
+                sealed_end: AtomicU64::new(0),
                 max_outputs: self.max_outputs,
                 batch_bytes: self.batch_bytes,
             }),
@@ -187,21 +206,34 @@ impl Capture {
     /// Logs a packet seen on `path` at `when`. Never blocks on a reader, never panics;
     /// with no output attached it does nothing but read one atomic word. The packet is
     /// copied once (at most 262142 bytes of it), whatever the number of outputs.
+    #[inline]
     pub fn log_packet(&self, path: Path, when: SystemTime, packet: &[u8]) {
         let state = self.shared.state.load(Ordering::Relaxed);
         if state == 0 || state & CLOSED != 0 {
             return;
         }
+        self.store(path, when, packet);
+    }
+
+    /// The part of `log_packet` that runs when someone listens; kept out of line so the
+    /// idle check inlines into the datapath.
+    #[inline(never)]
+    fn store(&self, path: Path, when: SystemTime, packet: &[u8]) {
         let (ts, clamped) = Timestamp::from_system_time(when);
         let wake = {
             let mut log = self.shared.lock();
             if log.closed {
                 return;
             }
-            log.append(path, ts, clamped, packet)
+            let wake = log.append(path, ts, clamped, packet);
+            self.shared.publish(&log);
+            wake
         };
-        if wake == Wake::Readers {
-            self.shared.event.notify(usize::MAX);
+        if wake.data_readers {
+            self.shared.data_event.notify(usize::MAX);
+        }
+        if wake.batch_readers {
+            self.shared.batch_event.notify(usize::MAX);
         }
     }
 
@@ -260,7 +292,7 @@ impl Capture {
 
     /// Whether [`Capture::close`] was called (or every handle dropped).
     pub fn is_closed(&self) -> bool {
-        self.shared.state.load(Ordering::Acquire) & CLOSED != 0
+        self.shared.is_closed()
     }
 
     /// Closes the capture: later packets are ignored, and every output's stream ends
@@ -271,8 +303,10 @@ impl Capture {
             let mut log = self.shared.lock();
             log.closed = true;
             log.seal();
+            self.shared.publish(&log);
         }
-        self.shared.event.notify(usize::MAX);
+        self.shared.data_event.notify(usize::MAX);
+        self.shared.batch_event.notify(usize::MAX);
     }
 
     /// Counters of the whole capture.

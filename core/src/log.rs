@@ -88,13 +88,13 @@ pub(crate) struct Log {
     pub(crate) clamped: u64,
 }
 
-/// What an append asks of the caller once the lock is released.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Wake {
-    /// Nothing new for waiting readers.
-    No,
-    /// The first record of an empty batch, or a sealed batch: wake readers.
-    Readers,
+/// Which waiting readers an append must wake once the lock is released.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Wake {
+    /// The first record of an empty batch: readers that wait for any record.
+    pub(crate) data_readers: bool,
+    /// A batch was sealed: readers that hold records back for a full batch.
+    pub(crate) batch_readers: bool,
 }
 
 impl Log {
@@ -136,38 +136,37 @@ impl Log {
     ) -> Wake {
         let kept = &packet[..packet.len().min(MAX_STORED_PACKET)];
         let need = STORED_HEADER_LEN + kept.len();
+        let mut wake = Wake::default();
         if self.open.capacity() - self.open.len() < need {
-            self.seal();
+            wake.batch_readers = self.seal();
             self.renew_open(need);
         }
         let orig = pcap::saturating_u32(packet.len().saturating_add(PATH_LEN));
-        pcap::put_record_header(
-            &mut self.open,
-            pcap::TsResolution::Micros,
-            ts,
-            (PATH_LEN + kept.len()) as u32,
-            orig,
-        );
-        self.open.put_u16_le(u16::from(path));
+        let incl = (PATH_LEN + kept.len()) as u32;
+        let mut header = [0u8; STORED_HEADER_LEN];
+        header[0..4].copy_from_slice(&ts.secs().to_le_bytes());
+        header[4..8].copy_from_slice(&ts.micros().to_le_bytes());
+        header[8..12].copy_from_slice(&incl.to_le_bytes());
+        header[12..16].copy_from_slice(&orig.to_le_bytes());
+        header[16..18].copy_from_slice(&u16::from(path).to_le_bytes());
+        self.open.extend_from_slice(&header);
         self.open.extend_from_slice(kept);
         self.open_sub_micros.put_u16_le((ts.nanos() % 1_000) as u16);
         self.open_records += 1;
         self.logged += 1;
         self.clamped += u64::from(clamped);
+        wake.data_readers = self.open_records == 1;
         if self.open.len() >= self.batch_bytes - self.batch_bytes / 8 {
-            self.seal();
-            Wake::Readers
-        } else if self.open_records == 1 {
-            Wake::Readers
-        } else {
-            Wake::No
+            wake.batch_readers |= self.seal();
         }
+        wake
     }
 
-    /// Moves the open batch, if it holds records, to the sealed queue.
-    pub(crate) fn seal(&mut self) {
+    /// Moves the open batch, if it holds records, to the sealed queue; says whether it
+    /// did.
+    pub(crate) fn seal(&mut self) -> bool {
         if self.open_records == 0 {
-            return;
+            return false;
         }
         let batch = Batch {
             first_seq: self.open_first_seq,
@@ -179,13 +178,20 @@ impl Log {
         self.open_records = 0;
         self.sealed_bytes += batch.data.len();
         self.sealed.push_back(batch);
-        while self.sealed_bytes > self.backlog_bytes {
+        // The newest batch stays, even alone over the bound: it may be one huge record.
+        while self.sealed_bytes > self.backlog_bytes && self.sealed.len() > 1 {
             let Some(old) = self.sealed.pop_front() else {
                 break;
             };
             self.sealed_bytes -= old.data.len();
             self.recycle(old.data);
         }
+        true
+    }
+
+    /// Sequence number of the first record not yet in a sealed batch.
+    pub(crate) fn sealed_end(&self) -> u64 {
+        self.open_first_seq
     }
 
     fn recycle(&mut self, data: Bytes) {

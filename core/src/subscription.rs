@@ -49,7 +49,8 @@ pub struct Subscription {
     ready: VecDeque<Bytes>,
     scratch: BytesMut,
     batches: Vec<Batch>,
-    listener: Option<EventListener>,
+    /// What this output waits for, and the listener that will tell it.
+    listener: Option<(Awaited, EventListener)>,
     schedule: FlushSchedule,
     stats: OutputStats,
     /// Records lost since the last record handed out, for pcapng's `epb_dropcount`.
@@ -67,8 +68,18 @@ enum Take {
 
 enum Pulled {
     Data,
-    Nothing,
+    /// Nothing to hand out yet; `Awaited` says what would change that.
+    Nothing(Awaited),
     End,
+}
+
+/// What a waiting output needs to hear about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Awaited {
+    /// Any record: nothing is held back.
+    AnyRecord,
+    /// A full batch: records are held back until then (or the flush timer).
+    FullBatch,
 }
 
 impl Subscription {
@@ -154,28 +165,38 @@ impl Subscription {
             if self.ended {
                 return Poll::Ready(None);
             }
-            match self.pull(take) {
+            let awaited = match self.pull(take) {
                 Pulled::Data => continue,
                 Pulled::End => {
                     self.ended = true;
                     self.detach();
                     continue;
                 }
-                Pulled::Nothing => {}
-            }
+                Pulled::Nothing(awaited) => awaited,
+            };
             match self.listener.as_mut() {
-                None => self.listener = Some(self.shared.event.listen()),
-                Some(listener) => {
+                Some((listening, listener)) if *listening == awaited => {
                     ready!(Pin::new(listener).poll(cx));
                     self.listener = None;
+                }
+                // Listen first, then look again (the loop), so no wake-up is missed.
+                _ => {
+                    let event = match awaited {
+                        Awaited::AnyRecord => &self.shared.data_event,
+                        Awaited::FullBatch => &self.shared.batch_event,
+                    };
+                    self.listener = Some((awaited, event.listen()));
                 }
             }
         }
     }
 
     fn pull(&mut self, take: Take) -> Pulled {
+        if let Some(nothing) = self.nothing_to_take(take) {
+            return nothing;
+        }
         let shared = Arc::clone(&self.shared);
-        let (closed, next_seq) = {
+        let (closed, next_seq, held_back) = {
             let mut log = shared.lock();
             let oldest = log.oldest_seq();
             if self.cursor < oldest {
@@ -191,18 +212,20 @@ impl Subscription {
                         self.schedule.is_due(now)
                     }
                 };
-                if take_open {
-                    log.seal();
+                if take_open && log.seal() {
+                    shared.publish(&log);
                     log.sealed_from(self.cursor, &mut self.batches);
                 }
             }
-            (log.closed, log.next_seq())
+            (log.closed, log.next_seq(), log.has_open_after(self.cursor))
         };
         if self.batches.is_empty() {
             return if closed && self.cursor >= next_seq {
                 Pulled::End
+            } else if held_back {
+                Pulled::Nothing(Awaited::FullBatch)
             } else {
-                Pulled::Nothing
+                Pulled::Nothing(Awaited::AnyRecord)
             };
         }
         self.schedule.handle_flushed();
@@ -213,6 +236,24 @@ impl Subscription {
         self.batches = batches;
         self.batches.clear();
         Pulled::Data
+    }
+
+    /// Decides without the lock, from the published positions, that there is nothing to
+    /// take yet; `None` means "look under the lock".
+    fn nothing_to_take(&mut self, take: Take) -> Option<Pulled> {
+        if self.shared.is_closed() || self.cursor < self.shared.sealed_end.load(Ordering::Acquire) {
+            return None;
+        }
+        if self.shared.next_seq.load(Ordering::Acquire) <= self.cursor {
+            return Some(Pulled::Nothing(Awaited::AnyRecord));
+        }
+        match take {
+            Take::Everything => None,
+            Take::DueAt(now) => {
+                self.schedule.handle_buffered(now, 0);
+                (!self.schedule.is_due(now)).then_some(Pulled::Nothing(Awaited::FullBatch))
+            }
+        }
     }
 
     fn lose(&mut self, records: u64) {
