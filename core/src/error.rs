@@ -33,6 +33,18 @@ pub enum Error {
     },
     /// The capture was closed.
     Closed,
+    /// A capture option that could not be used.
+    InvalidOption {
+        /// The option's name.
+        name: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// A TCP listener off loopback without a bearer token.
+    TokenRequired {
+        /// The address it would listen on.
+        addr: std::net::SocketAddr,
+    },
 }
 
 impl fmt::Display for Error {
@@ -57,8 +69,38 @@ impl fmt::Display for Error {
                 write!(f, "the capture already has its limit of {limit} outputs")
             }
             Self::Closed => f.write_str("the capture is closed"),
+            Self::InvalidOption { name, reason } => write!(f, "option {name:?}: {reason}"),
+            Self::TokenRequired { addr } => write!(
+                f,
+                "{addr} is not a loopback address: serving a capture there needs a bearer token"
+            ),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+/// A writer failed while an output streamed into it; the output was detached.
+#[derive(Debug)]
+pub struct WriteError {
+    /// What the output had written before the failure.
+    pub stats: crate::OutputStats,
+    /// The writer's error.
+    pub source: std::io::Error,
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the writer failed after {} records: {}",
+            self.stats.records, self.source
+        )
+    }
+}
+
+impl std::error::Error for WriteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}

@@ -44,6 +44,7 @@
 
 mod capture;
 mod encoder;
+pub mod endpoint;
 mod error;
 mod flush;
 mod log;
@@ -56,7 +57,7 @@ mod time;
 
 pub use capture::{Builder, Capture, CaptureStats};
 pub use encoder::Encoder;
-pub use error::Error;
+pub use error::{Error, WriteError};
 pub use flush::FlushSchedule;
 pub use options::{Format, Options, DEFAULT_FLUSH_INTERVAL};
 pub use path::{Direction, Path};

@@ -1,0 +1,43 @@
+//! PCAP-over-IP: every connection gets the seed-format stream at once.
+
+use std::io;
+
+use pcapcast_core::{Capture, Options};
+
+use crate::{stream_to, Listener};
+
+/// Serves the seed-format stream to every connection on `listener`, as
+/// `tshark -i TCP@HOST:PORT` expects. The stream carries no authentication, so a TCP
+/// listener must be on loopback; a Unix socket made by [`Listener::bind_unix`] is
+/// private to its user.
+///
+/// # Errors
+///
+/// `InvalidInput` for a TCP listener off loopback, or the error of accept.
+pub async fn serve_pcap_over_ip(capture: Capture, listener: Listener) -> io::Result<()> {
+    if let Some(addr) = listener.tcp_addr() {
+        if !addr.ip().is_loopback() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("PCAP-over-IP has no authentication: listen on loopback, not {addr}"),
+            ));
+        }
+    }
+    tracing::info!(listen = %listener.describe(), "PCAP-over-IP ready");
+    loop {
+        let (connection, peer) = listener.accept().await?;
+        match capture.try_subscribe(Options::default()) {
+            Ok(subscription) => {
+                tracing::info!(%peer, "PCAP-over-IP output attached");
+                smol::spawn(async move {
+                    match stream_to(subscription, connection).await {
+                        Ok(stats) => tracing::info!(%peer, records = stats.records, dropped = stats.dropped, "PCAP-over-IP output ended"),
+                        Err(e) => tracing::info!(%peer, records = e.stats.records, dropped = e.stats.dropped, error = %e.source, "PCAP-over-IP output detached"),
+                    }
+                })
+                .detach();
+            }
+            Err(e) => tracing::warn!(%peer, error = %e, "PCAP-over-IP output refused"),
+        }
+    }
+}

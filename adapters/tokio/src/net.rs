@@ -1,0 +1,198 @@
+//! Listeners for the capture endpoints: a Unix socket only its owner can open, or TCP.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path as FsPath, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pcapcast_core::endpoint::Peer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+/// Where a capture endpoint listens.
+#[derive(Debug)]
+pub enum Listener {
+    /// A Unix socket, mode 0600; its file is removed when the listener is dropped.
+    Unix(UnixListener, PathBuf),
+    /// A TCP socket.
+    Tcp(TcpListener),
+}
+
+/// An accepted connection.
+#[derive(Debug)]
+pub enum Connection {
+    /// Over a Unix socket.
+    Unix(UnixStream),
+    /// Over TCP.
+    Tcp(TcpStream),
+}
+
+impl Listener {
+    /// Listens on a Unix socket at `path` that only this user can open (mode 0600). The
+    /// socket is made under a temporary name, restricted, then renamed into place, so
+    /// that no one can connect before its mode is set. A stale socket left by a dead
+    /// daemon is replaced; a live one, or any other file, is an error.
+    ///
+    /// Call it inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// `AddrInUse` when a daemon already listens there, `AlreadyExists` when `path` is
+    /// not a socket, or the error of bind, chmod or rename.
+    pub fn bind_unix(path: impl AsRef<FsPath>) -> io::Result<Listener> {
+        let path = path.as_ref();
+        check_unix_path(path)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let listener = std::os::unix::net::UnixListener::bind(&tmp)?;
+        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        listener.set_nonblocking(true)?;
+        let listener = UnixListener::from_std(listener)?;
+        Ok(Listener::Unix(listener, path.to_owned()))
+    }
+
+    /// Listens on TCP.
+    ///
+    /// # Errors
+    ///
+    /// The error of bind.
+    pub async fn bind_tcp(addr: SocketAddr) -> io::Result<Listener> {
+        Ok(Listener::Tcp(TcpListener::bind(addr).await?))
+    }
+
+    /// The local TCP address, for a TCP listener.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Unix(..) => None,
+        }
+    }
+
+    /// Where it listens, for logs and messages: `unix:PATH` or `tcp:ADDR`.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|_| "tcp:?".into(), |a| format!("tcp:{a}")),
+        }
+    }
+
+    /// Accepts a connection and says who is at the other end.
+    ///
+    /// # Errors
+    ///
+    /// The error of accept.
+    pub async fn accept(&self) -> io::Result<(Connection, Peer)> {
+        match self {
+            Listener::Unix(listener, _) => {
+                let (stream, _) = listener.accept().await?;
+                let peer = match rustix::net::sockopt::socket_peercred(&stream) {
+                    Ok(cred) => Peer::Unix {
+                        uid: Some(cred.uid.as_raw()),
+                        pid: Some(cred.pid.as_raw_nonzero().get()),
+                    },
+                    Err(_) => Peer::Unix {
+                        uid: None,
+                        pid: None,
+                    },
+                };
+                Ok((Connection::Unix(stream), peer))
+            }
+            Listener::Tcp(listener) => {
+                let (stream, addr) = listener.accept().await?;
+                Ok((Connection::Tcp(stream), Peer::Tcp(addr)))
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Refuses to replace a live socket or a file that is not a socket; removes a stale one.
+fn check_unix_path(path: &FsPath) -> io::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("a daemon already listens on {}", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Connection::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Connection::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Connection::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Unix(s) => Pin::new(s).poll_flush(cx),
+            Connection::Tcp(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Connection::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! The capture endpoint's decisions, without I/O: which requests get a capture, with
+//! which options, and which get which refusal. The adapters' HTTP servers ask
+//! [`Policy::decide`] and only carry out the answer.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::{Error, Format, Options, Path, TsResolution};
+
+/// The path of the capture endpoint.
+pub const CAPTURE_PATH: &str = "/capture";
+
+/// The parts of an HTTP request the decision needs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Request<'a> {
+    /// The method, as sent.
+    pub method: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The query string, without the `?`.
+    pub query: Option<&'a str>,
+    /// The `Host` header, if exactly one was sent.
+    pub host: Option<&'a str>,
+    /// The `Authorization` header, if exactly one was sent.
+    pub authorization: Option<&'a str>,
+    /// Whether the request announced a body (a capture request has none).
+    pub has_body: bool,
+}
+
+/// Who is at the other end of a connection, for the access log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// A Unix-socket peer, with its credentials where the system tells them.
+    Unix {
+        /// The peer's user id.
+        uid: Option<u32>,
+        /// The peer's process id.
+        pid: Option<i32>,
+    },
+    /// A TCP peer.
+    Tcp(SocketAddr),
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Unix { uid, pid } => {
+                f.write_str("unix")?;
+                if let Some(uid) = uid {
+                    write!(f, " uid={uid}")?;
+                }
+                if let Some(pid) = pid {
+                    write!(f, " pid={pid}")?;
+                }
+                Ok(())
+            }
+            Peer::Tcp(addr) => write!(f, "tcp {addr}"),
+        }
+    }
+}
+
+/// What the server must answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Attach an output with these options and stream it as the body.
+    Capture(Options),
+    /// Refuse with this status and a one-line reason for the body.
+    Refuse {
+        /// HTTP status code.
+        status: u16,
+        /// What was wrong, for the person reading it.
+        reason: String,
+    },
+}
+
+impl Verdict {
+    fn refuse(status: u16, reason: impl Into<String>) -> Verdict {
+        Verdict::Refuse {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Who may read captures through one listener.
+///
+/// # Examples
+///
+/// ```
+/// use pcapcast_core::endpoint::{Policy, Request, Verdict};
+///
+/// let policy = Policy::unix();
+/// let ok = policy.decide(&Request { method: "POST", path: "/capture",
+///     query: Some("format=pcapng&snaplen=128"), ..Request::default() });
+/// assert!(matches!(ok, Verdict::Capture(_)));
+/// let bad = policy.decide(&Request { method: "POST", path: "/capture",
+///     query: Some("snaplen=0"), ..Request::default() });
+/// assert!(matches!(bad, Verdict::Refuse { status: 400, .. }));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    tcp: Option<TcpPolicy>,
+}
+
+#[derive(Clone, Debug)]
+struct TcpPolicy {
+    token: Option<String>,
+    hosts: Vec<String>,
+}
+
+impl Policy {
+    /// A Unix socket: the file's mode already decided who connects; no Host or token
+    /// check.
+    pub fn unix() -> Policy {
+        Policy { tcp: None }
+    }
+
+    /// TCP on `local`: requests must name a loopback host, `local`'s address or one of
+    /// `hosts` in their Host header (against DNS rebinding), and carry
+    /// `Authorization: Bearer TOKEN` when a token is set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TokenRequired`] when `local` is not a loopback address and no token
+    /// is given.
+    pub fn tcp(
+        local: SocketAddr,
+        token: Option<String>,
+        hosts: Vec<String>,
+    ) -> Result<Policy, Error> {
+        if !local.ip().is_loopback() && token.is_none() {
+            return Err(Error::TokenRequired { addr: local });
+        }
+        let mut hosts = hosts;
+        if !local.ip().is_unspecified() {
+            hosts.push(local.ip().to_string());
+        }
+        Ok(Policy {
+            tcp: Some(TcpPolicy { token, hosts }),
+        })
+    }
+
+    /// Decides what to answer to `request`. Checks come in this order: Host (403),
+    /// token (401), path (404), method (405), body (400), options (400).
+    pub fn decide(&self, request: &Request<'_>) -> Verdict {
+        if let Some(tcp) = &self.tcp {
+            if !tcp.host_allowed(request.host) {
+                return Verdict::refuse(
+                    403,
+                    "the Host header must name this server (localhost, a loopback address or a configured name)",
+                );
+            }
+            if let Some(token) = &tcp.token {
+                if !request
+                    .authorization
+                    .is_some_and(|a| bearer_matches(a, token))
+                {
+                    return Verdict::refuse(401, "a capture needs `Authorization: Bearer TOKEN`");
+                }
+            }
+        }
+        if request.path != CAPTURE_PATH {
+            return Verdict::refuse(
+                404,
+                format!(
+                    "no such endpoint {:?}: use POST {CAPTURE_PATH}",
+                    request.path
+                ),
+            );
+        }
+        if request.method != "POST" {
+            return Verdict::refuse(
+                405,
+                format!("method {} is not allowed: use POST", request.method),
+            );
+        }
+        if request.has_body {
+            return Verdict::refuse(
+                400,
+                "a capture request has no body: put the options in the query string",
+            );
+        }
+        match parse_query(request.query.unwrap_or("")) {
+            Ok(options) => Verdict::Capture(options),
+            Err(e) => Verdict::refuse(400, e.to_string()),
+        }
+    }
+}
+
+impl TcpPolicy {
+    fn host_allowed(&self, host: Option<&str>) -> bool {
+        let Some(host) = host else { return false };
+        let name = strip_port(host);
+        if name.eq_ignore_ascii_case("localhost") {
+            return true;
+        }
+        let literal = name.trim_start_matches('[').trim_end_matches(']');
+        if literal.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+            return true;
+        }
+        self.hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(literal) || h.eq_ignore_ascii_case(name))
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return match rest.find(']') {
+            Some(end) => &host[..end + 2],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    }
+}
+
+/// Compares without stopping at the first difference, so that timing tells nothing of
+/// the token.
+fn bearer_matches(authorization: &str, token: &str) -> bool {
+    let Some(given) = authorization.strip_prefix("Bearer ") else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, &byte) in b.iter().enumerate() {
+        diff |= usize::from(byte ^ a.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+/// Parses capture options from a query string: `format=pcap|pcapng|raw`, `snaplen=N`,
+/// `paths=NAME,NAME,...`, `resolution=us|ns`. Each at most once; nothing else.
+///
+/// # Errors
+///
+/// [`Error::InvalidOption`] naming the option and what was wrong.
+///
+/// # Examples
+///
+/// ```
+/// use pcapcast_core::{endpoint::parse_query, Format, Path};
+///
+/// let options = parse_query("format=raw&paths=from-peer,254")?;
+/// assert_eq!(options.get_format(), Format::RawIp);
+/// assert!(options.keeps(Path::Disco) && !options.keeps(Path::FromLocal));
+/// assert!(parse_query("snaplen=1&snaplen=2").is_err());
+/// # Ok::<(), pcapcast_core::Error>(())
+/// ```
+pub fn parse_query(query: &str) -> Result<Options, Error> {
+    let mut options = Options::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let invalid = |reason: String| Error::InvalidOption {
+            name: name.to_owned(),
+            reason,
+        };
+        if seen.contains(&name) {
+            return Err(invalid("given more than once".into()));
+        }
+        seen.push(name);
+        let value = percent_decode(value).ok_or_else(|| invalid("bad percent-encoding".into()))?;
+        options = match name {
+            "format" => options.format(
+                value
+                    .parse::<Format>()
+                    .map_err(|e| invalid(e.to_string()))?,
+            ),
+            "snaplen" => {
+                let n: u32 = value
+                    .parse()
+                    .map_err(|_| invalid(format!("{value:?} is not a number")))?;
+                options.snaplen(n).map_err(|e| invalid(e.to_string()))?
+            }
+            "paths" => {
+                let paths = value
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::parse::<Path>)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| invalid(e.to_string()))?;
+                options.paths(paths)
+            }
+            "resolution" => options.resolution(
+                value
+                    .parse::<TsResolution>()
+                    .map_err(|e| invalid(e.to_string()))?,
+            ),
+            _ => {
+                return Err(invalid(
+                    "unknown option: use format, snaplen, paths or resolution".into(),
+                ))
+            }
+        };
+    }
+    Ok(options)
+}
+
+/// The query string that asks for `options`, the inverse of [`parse_query`].
+pub fn to_query(options: &Options) -> String {
+    let mut query = format!(
+        "format={}&snaplen={}",
+        options.get_format().name(),
+        options.get_snaplen()
+    );
+    if options.get_resolution() == TsResolution::Nanos {
+        query.push_str("&resolution=ns");
+    }
+    if let Some(paths) = options.kept_paths() {
+        let names: Vec<String> = paths.map(|p| u16::from(p).to_string()).collect();
+        query.push_str("&paths=");
+        query.push_str(&names.join(","));
+    }
+    query
+}
+
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = value.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(query: &str) -> Request<'_> {
+        Request {
+            method: "POST",
+            path: CAPTURE_PATH,
+            query: Some(query),
+            host: Some("localhost:8080"),
+            ..Request::default()
+        }
+    }
+
+    fn status(verdict: Verdict) -> u16 {
+        match verdict {
+            Verdict::Capture(_) => 200,
+            Verdict::Refuse { status, .. } => status,
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_design() {
+        let unix = Policy::unix();
+        assert_eq!(status(unix.decide(&post(""))), 200);
+        assert_eq!(
+            status(unix.decide(&Request {
+                method: "GET",
+                ..post("")
+            })),
+            405
+        );
+        assert_eq!(
+            status(unix.decide(&Request {
+                path: "/",
+                ..post("")
+            })),
+            404
+        );
+        assert_eq!(status(unix.decide(&post("format=gif"))), 400);
+        assert_eq!(status(unix.decide(&post("colour=red"))), 400);
+        assert_eq!(status(unix.decide(&post("snaplen=262145"))), 400);
+        assert_eq!(status(unix.decide(&post("paths=from-peer,sideways"))), 400);
+        assert_eq!(status(unix.decide(&post("format=raw&format=raw"))), 400);
+        assert_eq!(
+            status(unix.decide(&Request {
+                has_body: true,
+                ..post("")
+            })),
+            400
+        );
+    }
+
+    #[test]
+    fn the_bad_option_is_named() {
+        let Verdict::Refuse { reason, .. } = Policy::unix().decide(&post("snaplen=abc")) else {
+            panic!("refused expected");
+        };
+        assert!(reason.contains("snaplen"), "{reason}");
+    }
+
+    #[test]
+    fn tcp_checks_host_then_token() {
+        let loopback: SocketAddr = "127.0.0.1:57012".parse().unwrap();
+        let open = Policy::tcp(loopback, None, vec![]).unwrap();
+        assert_eq!(status(open.decide(&post(""))), 200);
+        for host in ["127.0.0.1:57012", "[::1]:1", "LOCALHOST", "127.3.4.5"] {
+            assert_eq!(
+                status(open.decide(&Request {
+                    host: Some(host),
+                    ..post("")
+                })),
+                200,
+                "{host}"
+            );
+        }
+        for host in [
+            Some("evil.example:57012"),
+            Some("localhost.evil.example"),
+            None,
+        ] {
+            assert_eq!(
+                status(open.decide(&Request { host, ..post("") })),
+                403,
+                "{host:?}"
+            );
+        }
+
+        let wide: SocketAddr = "0.0.0.0:57012".parse().unwrap();
+        assert_eq!(
+            Policy::tcp(wide, None, vec![]).unwrap_err(),
+            Error::TokenRequired { addr: wide }
+        );
+        let guarded = Policy::tcp(wide, Some("s3cret".into()), vec!["capture.lan".into()]).unwrap();
+        let named = Request {
+            host: Some("capture.lan:57012"),
+            ..post("")
+        };
+        assert_eq!(status(guarded.decide(&named)), 401);
+        let wrong = Request {
+            authorization: Some("Bearer s3cre"),
+            ..named
+        };
+        assert_eq!(status(guarded.decide(&wrong)), 401);
+        let right = Request {
+            authorization: Some("Bearer s3cret"),
+            ..named
+        };
+        assert_eq!(status(guarded.decide(&right)), 200);
+    }
+
+    #[test]
+    fn queries_round_trip() {
+        let options = Options::new()
+            .format(Format::Pcapng)
+            .snaplen(96)
+            .unwrap()
+            .resolution(TsResolution::Nanos)
+            .paths([Path::Disco, Path::FromLocal]);
+        assert_eq!(parse_query(&to_query(&options)).unwrap(), options);
+        assert_eq!(
+            parse_query("paths=from%2Dpeer").unwrap(),
+            Options::new().paths([Path::FromPeer])
+        );
+    }
+}
