@@ -11,6 +11,7 @@ use pcap_parser::{PcapBlockOwned, PcapError};
 pub struct Record {
     /// The path tag, where the format carries one.
     pub path: Option<u16>,
+    /// Seconds since the epoch.
     pub secs: u32,
     /// Nanoseconds past `secs` (microsecond files give multiples of 1000).
     pub nanos: u32,
@@ -22,16 +23,22 @@ pub struct Record {
     pub incl_len: usize,
     /// pcapng only: the interface's name, `epb_flags` direction bits and `epb_dropcount`.
     pub interface: Option<String>,
+    /// pcapng's direction bits: 1 inbound, 2 outbound.
     pub direction: Option<u32>,
+    /// pcapng's `epb_dropcount`, 0 when absent.
     pub drops: u64,
 }
 
 /// What a file says besides its records.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct File {
+    /// Classic pcap's link type.
     pub linktype: Option<i32>,
+    /// Classic pcap's snaplen.
     pub snaplen: Option<u32>,
+    /// Whether classic pcap times are in nanoseconds.
     pub nanos: bool,
+    /// The records, in file order.
     pub records: Vec<Record>,
 }
 

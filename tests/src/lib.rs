@@ -1,0 +1,473 @@
+//! Test support for pcapcast's end-to-end tests: one conformance harness over both
+//! runtimes, a small blocking HTTP client, writers that fail or stall on demand, and
+//! capture readers (pcap-parser and pcap-file).
+
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pcapcast_core::{Capture, OutputStats, Subscription, WriteError};
+
+#[path = "../../core/tests/support/mod.rs"]
+pub mod read;
+
+/// Where a test server listens.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    /// A Unix socket.
+    Unix(PathBuf),
+    /// TCP.
+    Tcp(SocketAddr),
+}
+
+/// How a test HTTP server is configured.
+#[derive(Clone, Debug, Default)]
+pub struct HttpConfig {
+    /// Bearer token to require.
+    pub token: Option<String>,
+    /// Header read timeout (the server's default when `None`).
+    pub header_timeout: Option<Duration>,
+}
+
+/// A server running on its own runtime thread; dropping it stops it.
+#[derive(Debug)]
+pub struct Server {
+    /// Where it listens (the real port for TCP).
+    pub endpoint: Endpoint,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts `serve` on a thread; `serve` returns the bound endpoint and a future that
+    /// serves until the stop signal future completes.
+    pub fn start<S>(serve: S) -> Server
+    where
+        S: FnOnce(std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<Endpoint>)
+            + Send
+            + 'static,
+    {
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || serve(stop_rx, ready_tx));
+        let endpoint = ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server started");
+        Server {
+            endpoint,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A future that completes once the stop channel's sender is dropped, polled by
+/// checking it on a short timer of the runtime at hand.
+pub async fn stopped<F, Fut>(stop: std::sync::mpsc::Receiver<()>, sleep: F)
+where
+    F: Fn(Duration) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    while let Err(std::sync::mpsc::TryRecvError::Empty) = stop.try_recv() {
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the conformance suite needs of a runtime adapter.
+pub trait Runtime {
+    /// The runtime's name, for messages.
+    const NAME: &'static str;
+    /// Runs the adapter's `stream_to(subscription, writer)` on a thread of its own.
+    fn stream(
+        subscription: Subscription,
+        writer: TestWriter,
+    ) -> JoinHandle<Result<OutputStats, WriteError>>;
+    /// Serves `capture` over HTTP on `endpoint` (port 0 for any).
+    fn serve_http(capture: Capture, endpoint: Endpoint, config: HttpConfig) -> Server;
+    /// Serves `capture` over PCAP-over-IP on `endpoint`.
+    fn serve_pcap_over_ip(capture: Capture, endpoint: Endpoint) -> Server;
+}
+
+/// A writer for both runtimes' traits that keeps what it is given, and can fail after
+/// a number of bytes or stall until released.
+#[derive(Clone, Debug, Default)]
+pub struct TestWriter {
+    /// What was written.
+    pub bytes: Arc<Mutex<Vec<u8>>>,
+    /// Fail every write once this many bytes were taken.
+    fail_after: Option<usize>,
+    /// While set, writes are pending.
+    pub stalled: Arc<AtomicBool>,
+    /// Writes seen, and flushes seen.
+    pub writes: Arc<AtomicUsize>,
+    /// Flushes seen.
+    pub flushes: Arc<AtomicUsize>,
+    waker: Arc<Mutex<Option<Waker>>>,
+}
+
+impl TestWriter {
+    /// A writer that fails every write once it has taken `limit` bytes.
+    pub fn failing_after(limit: usize) -> TestWriter {
+        TestWriter {
+            fail_after: Some(limit),
+            ..TestWriter::default()
+        }
+    }
+
+    /// Unstalls the writer.
+    pub fn release(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
+        if let Some(w) = self.waker.lock().unwrap().take() {
+            w.wake();
+        }
+    }
+
+    /// A copy of what was written.
+    pub fn contents(&self) -> Vec<u8> {
+        self.bytes.lock().unwrap().clone()
+    }
+
+    fn poll_write_inner(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.stalled.load(Ordering::SeqCst) {
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            if self.stalled.load(Ordering::SeqCst) {
+                return Poll::Pending;
+            }
+        }
+        let mut bytes = self.bytes.lock().unwrap();
+        let n = match self.fail_after {
+            Some(limit) if bytes.len() >= limit => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "test writer fails",
+                )))
+            }
+            Some(limit) => buf.len().min(limit - bytes.len()),
+            None => buf.len(),
+        };
+        bytes.extend_from_slice(&buf[..n]);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl futures_lite::AsyncWrite for TestWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_inner(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for TestWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_inner(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The smol adapter.
+#[derive(Debug)]
+pub struct Smol;
+
+/// The tokio adapter.
+#[derive(Debug)]
+pub struct Tokio;
+
+impl Runtime for Smol {
+    const NAME: &'static str = "smol";
+
+    fn stream(
+        subscription: Subscription,
+        writer: TestWriter,
+    ) -> JoinHandle<Result<OutputStats, WriteError>> {
+        std::thread::spawn(move || smol::block_on(pcapcast_smol::stream_to(subscription, writer)))
+    }
+
+    fn serve_http(capture: Capture, endpoint: Endpoint, config: HttpConfig) -> Server {
+        Server::start(move |stop, ready| {
+            smol::block_on(async move {
+                let listener = smol_listener(&endpoint).await;
+                ready.send(bound(&endpoint, listener.tcp_addr())).unwrap();
+                let mut server = pcapcast_smol::HttpServer::new(capture);
+                if let Some(token) = config.token {
+                    server = server.token(token);
+                }
+                if let Some(timeout) = config.header_timeout {
+                    server = server.header_timeout(timeout);
+                }
+                let serve = async { server.serve(listener).await.expect("serve") };
+                futures_lite::future::or(
+                    serve,
+                    stopped(stop, |d| async move {
+                        smol::Timer::after(d).await;
+                    }),
+                )
+                .await;
+            })
+        })
+    }
+
+    fn serve_pcap_over_ip(capture: Capture, endpoint: Endpoint) -> Server {
+        Server::start(move |stop, ready| {
+            smol::block_on(async move {
+                let listener = smol_listener(&endpoint).await;
+                ready.send(bound(&endpoint, listener.tcp_addr())).unwrap();
+                let serve = async {
+                    pcapcast_smol::serve_pcap_over_ip(capture, listener)
+                        .await
+                        .expect("serve")
+                };
+                futures_lite::future::or(
+                    serve,
+                    stopped(stop, |d| async move {
+                        smol::Timer::after(d).await;
+                    }),
+                )
+                .await;
+            })
+        })
+    }
+}
+
+async fn smol_listener(endpoint: &Endpoint) -> pcapcast_smol::Listener {
+    match endpoint {
+        Endpoint::Unix(path) => pcapcast_smol::Listener::bind_unix(path).expect("bind unix"),
+        Endpoint::Tcp(addr) => pcapcast_smol::Listener::bind_tcp(*addr)
+            .await
+            .expect("bind tcp"),
+    }
+}
+
+fn bound(endpoint: &Endpoint, tcp: Option<SocketAddr>) -> Endpoint {
+    match tcp {
+        Some(addr) => Endpoint::Tcp(addr),
+        None => endpoint.clone(),
+    }
+}
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+async fn tokio_listener(endpoint: &Endpoint) -> pcapcast_tokio::Listener {
+    match endpoint {
+        Endpoint::Unix(path) => pcapcast_tokio::Listener::bind_unix(path).expect("bind unix"),
+        Endpoint::Tcp(addr) => pcapcast_tokio::Listener::bind_tcp(*addr)
+            .await
+            .expect("bind tcp"),
+    }
+}
+
+impl Runtime for Tokio {
+    const NAME: &'static str = "tokio";
+
+    fn stream(
+        subscription: Subscription,
+        writer: TestWriter,
+    ) -> JoinHandle<Result<OutputStats, WriteError>> {
+        std::thread::spawn(move || {
+            tokio_runtime().block_on(pcapcast_tokio::stream_to(subscription, writer))
+        })
+    }
+
+    fn serve_http(capture: Capture, endpoint: Endpoint, config: HttpConfig) -> Server {
+        Server::start(move |stop, ready| {
+            tokio_runtime().block_on(async move {
+                let listener = tokio_listener(&endpoint).await;
+                ready.send(bound(&endpoint, listener.tcp_addr())).unwrap();
+                let mut server = pcapcast_tokio::HttpServer::new(capture);
+                if let Some(token) = config.token {
+                    server = server.token(token);
+                }
+                if let Some(timeout) = config.header_timeout {
+                    server = server.header_timeout(timeout);
+                }
+                tokio::select! {
+                    served = server.serve(listener) => served.expect("serve"),
+                    () = stopped(stop, tokio::time::sleep) => {}
+                }
+            })
+        })
+    }
+
+    fn serve_pcap_over_ip(capture: Capture, endpoint: Endpoint) -> Server {
+        Server::start(move |stop, ready| {
+            tokio_runtime().block_on(async move {
+                let listener = tokio_listener(&endpoint).await;
+                ready.send(bound(&endpoint, listener.tcp_addr())).unwrap();
+                tokio::select! {
+                    served = pcapcast_tokio::serve_pcap_over_ip(capture, listener) => served.expect("serve"),
+                    () = stopped(stop, tokio::time::sleep) => {}
+                }
+            })
+        })
+    }
+}
+
+/// A stream to an endpoint, Unix or TCP.
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// Connects to `endpoint` with blocking std sockets.
+pub fn connect(endpoint: &Endpoint) -> io::Result<Box<dyn Stream>> {
+    Ok(match endpoint {
+        Endpoint::Unix(path) => Box::new(std::os::unix::net::UnixStream::connect(path)?),
+        Endpoint::Tcp(addr) => Box::new(std::net::TcpStream::connect(addr)?),
+    })
+}
+
+/// An HTTP response, its body decoded from chunks.
+#[derive(Debug)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// Header lines, lower-cased names.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `request` (raw bytes) and reads the whole response until the server closes or
+/// the body ends.
+pub fn exchange(endpoint: &Endpoint, request: &[u8]) -> io::Result<Response> {
+    let mut stream = connect(endpoint)?;
+    stream.write_all(request)?;
+    read_response(&mut stream)
+}
+
+/// Sends `POST target` with `Host: host` and extra header lines.
+pub fn post(endpoint: &Endpoint, target: &str, host: &str, extra: &str) -> io::Result<Response> {
+    let request =
+        format!("POST {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n");
+    exchange(endpoint, request.as_bytes())
+}
+
+/// Reads one response from a stream.
+pub fn read_response(stream: &mut dyn Stream) -> io::Result<Response> {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "no response head",
+            ));
+        }
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest)?;
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(&rest)? } else { rest };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> io::Result<Vec<u8>> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "bad chunked body");
+    let mut body = Vec::new();
+    loop {
+        let end = data.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
+        let size_text = std::str::from_utf8(&data[..end]).map_err(|_| bad())?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| bad())?;
+        data = &data[end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(data.get(..size).ok_or_else(bad)?);
+        data = data.get(size + 2..).ok_or_else(bad)?;
+    }
+}
+
+/// Waits until `condition` holds, up to `limit`.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    condition()
+}
+
+/// A fresh directory under the system's temporary folder, for sockets and files.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "pcapcast-{}-{}-{name}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
