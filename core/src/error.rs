@@ -40,6 +40,11 @@ pub enum Error {
         /// What was wrong with it.
         reason: String,
     },
+    /// A capture stream that cannot be read.
+    Malformed {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A TCP listener off loopback without a bearer token.
     TokenRequired {
         /// The address it would listen on.
@@ -70,6 +75,7 @@ impl fmt::Display for Error {
             }
             Self::Closed => f.write_str("the capture is closed"),
             Self::InvalidOption { name, reason } => write!(f, "option {name:?}: {reason}"),
+            Self::Malformed { reason } => write!(f, "malformed capture stream: {reason}"),
             Self::TokenRequired { addr } => write!(
                 f,
                 "{addr} is not a loopback address: serving a capture there needs a bearer token"

@@ -47,6 +47,7 @@ mod encoder;
 pub mod endpoint;
 mod error;
 mod flush;
+pub mod framer;
 mod log;
 mod options;
 mod path;

@@ -1,0 +1,332 @@
+//! Splits a pcap or pcapng byte stream, as it arrives, into whole units: the file
+//! header, then records. Sans-IO: the caller pushes bytes and pops units. A reader that
+//! stops between units leaves a file that every tool opens.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::pcap::{FILE_HEADER_LEN, MAGIC_MICROS, MAGIC_NANOS, MAX_SNAPLEN, RECORD_HEADER_LEN};
+use crate::pcapng::{BYTE_ORDER_MAGIC, ENHANCED_PACKET, INTERFACE_DESCRIPTION, SECTION_HEADER};
+use crate::Error;
+
+/// The largest pcapng block accepted: far above any packet block this crate writes.
+const MAX_BLOCK: usize = 16 << 20;
+
+/// One whole unit of a capture stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// File header, section header or interface description: needed before packets.
+    Header(Bytes),
+    /// One packet record, with the loss it reports (pcapng `epb_dropcount`).
+    Packet {
+        /// The record's bytes, header included.
+        bytes: Bytes,
+        /// Packets the writer lost before this one, as the record says (pcapng only).
+        drops: u64,
+    },
+    /// Any other pcapng block (statistics, comments), passed on whole.
+    Other(Bytes),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Unknown,
+    Pcap { big_endian: bool },
+    Pcapng { big_endian: bool },
+}
+
+/// Splits a capture stream into [`Unit`]s.
+///
+/// # Examples
+///
+/// ```
+/// use bytes::BytesMut;
+/// use pcapcast_core::framer::{Framer, Unit};
+/// use pcapcast_core::{Encoder, Options, Path, Timestamp};
+///
+/// let encoder = Encoder::new(Options::default());
+/// let mut file = BytesMut::new();
+/// encoder.put_header(&mut file);
+/// encoder.put_record(&mut file, Path::FromLocal, std::time::UNIX_EPOCH, &[0x45; 20]);
+///
+/// let mut framer = Framer::new();
+/// framer.push(&file[..30]); // the header and part of a record
+/// assert!(matches!(framer.next_unit()?, Some(Unit::Header(h)) if h.len() == 24));
+/// assert_eq!(framer.next_unit()?, None); // the record is not whole yet
+/// framer.push(&file[30..]);
+/// assert!(matches!(framer.next_unit()?, Some(Unit::Packet { .. })));
+/// # Ok::<(), pcapcast_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Framer {
+    buffer: BytesMut,
+    kind: Kind,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Framer::new()
+    }
+}
+
+impl Framer {
+    /// A framer that detects pcap or pcapng from the first bytes.
+    pub fn new() -> Framer {
+        Framer {
+            buffer: BytesMut::new(),
+            kind: Kind::Unknown,
+        }
+    }
+
+    /// Appends bytes as they arrive.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buffer.extend_from_slice(data);
+    }
+
+    /// Bytes received but not yet part of a whole unit.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Pops the next whole unit, or `None` until more bytes arrive.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] when the stream is not a capture or a length is impossible;
+    /// the stream cannot go on after it.
+    pub fn next_unit(&mut self) -> Result<Option<Unit>, Error> {
+        match self.kind {
+            Kind::Unknown => self.detect(),
+            Kind::Pcap { big_endian } => self.next_record(big_endian),
+            Kind::Pcapng { big_endian } => self.next_block(big_endian),
+        }
+    }
+
+    fn detect(&mut self) -> Result<Option<Unit>, Error> {
+        if self.buffer.len() < 4 {
+            return Ok(None);
+        }
+        let magic = [
+            self.buffer[0],
+            self.buffer[1],
+            self.buffer[2],
+            self.buffer[3],
+        ];
+        if u32::from_le_bytes(magic) == SECTION_HEADER {
+            if self.buffer.len() < 12 {
+                return Ok(None);
+            }
+            let bom = [
+                self.buffer[8],
+                self.buffer[9],
+                self.buffer[10],
+                self.buffer[11],
+            ];
+            let big_endian = match (u32::from_le_bytes(bom), u32::from_be_bytes(bom)) {
+                (BYTE_ORDER_MAGIC, _) => false,
+                (_, BYTE_ORDER_MAGIC) => true,
+                _ => {
+                    return Err(malformed(
+                        "pcapng section header with a bad byte-order magic",
+                    ))
+                }
+            };
+            self.kind = Kind::Pcapng { big_endian };
+            return self.next_block(big_endian);
+        }
+        let big_endian = match (u32::from_le_bytes(magic), u32::from_be_bytes(magic)) {
+            (MAGIC_MICROS | MAGIC_NANOS, _) => false,
+            (_, MAGIC_MICROS | MAGIC_NANOS) => true,
+            _ => {
+                return Err(malformed(
+                    "not a pcap or pcapng stream (unknown magic number)",
+                ))
+            }
+        };
+        if self.buffer.len() < FILE_HEADER_LEN {
+            return Ok(None);
+        }
+        self.kind = Kind::Pcap { big_endian };
+        Ok(Some(Unit::Header(
+            self.buffer.split_to(FILE_HEADER_LEN).freeze(),
+        )))
+    }
+
+    fn next_record(&mut self, big_endian: bool) -> Result<Option<Unit>, Error> {
+        if self.buffer.len() < RECORD_HEADER_LEN {
+            return Ok(None);
+        }
+        let incl = read_u32(&self.buffer[8..12], big_endian) as usize;
+        if incl > MAX_SNAPLEN as usize {
+            return Err(malformed(&format!(
+                "a record of {incl} bytes, above the limit of {MAX_SNAPLEN}"
+            )));
+        }
+        let len = RECORD_HEADER_LEN + incl;
+        if self.buffer.len() < len {
+            return Ok(None);
+        }
+        Ok(Some(Unit::Packet {
+            bytes: self.buffer.split_to(len).freeze(),
+            drops: 0,
+        }))
+    }
+
+    fn next_block(&mut self, big_endian: bool) -> Result<Option<Unit>, Error> {
+        if self.buffer.len() < 8 {
+            return Ok(None);
+        }
+        let block_type = read_u32(&self.buffer[0..4], big_endian);
+        let len = read_u32(&self.buffer[4..8], big_endian) as usize;
+        if len < 12 || len % 4 != 0 || len > MAX_BLOCK {
+            return Err(malformed(&format!(
+                "a pcapng block of impossible length {len}"
+            )));
+        }
+        if self.buffer.len() < len {
+            return Ok(None);
+        }
+        if read_u32(&self.buffer[len - 4..len], big_endian) as usize != len {
+            return Err(malformed("a pcapng block whose two lengths differ"));
+        }
+        let bytes = self.buffer.split_to(len).freeze();
+        Ok(Some(match block_type {
+            SECTION_HEADER | INTERFACE_DESCRIPTION => Unit::Header(bytes),
+            ENHANCED_PACKET => {
+                let drops = epb_drops(&bytes, big_endian);
+                Unit::Packet { bytes, drops }
+            }
+            _ => Unit::Other(bytes),
+        }))
+    }
+}
+
+/// Reads `epb_dropcount` from an enhanced packet block, 0 when absent or unreadable.
+fn epb_drops(block: &[u8], big_endian: bool) -> u64 {
+    const FIXED: usize = 28; // type, length, interface, time (2), captured, original
+    let Some(fixed) = block.get(8..FIXED) else {
+        return 0;
+    };
+    let captured = read_u32(&fixed[12..16], big_endian) as usize;
+    let start = FIXED + captured.div_ceil(4) * 4;
+    let mut options = block
+        .get(start..block.len().saturating_sub(4))
+        .unwrap_or(&[]);
+    while options.len() >= 4 {
+        let code = read_u16(&options[0..2], big_endian);
+        let len = read_u16(&options[2..4], big_endian) as usize;
+        let padded = len.div_ceil(4) * 4;
+        let Some(value) = options.get(4..4 + len) else {
+            return 0;
+        };
+        match (code, len) {
+            (0, _) => return 0,
+            (4, 8) => {
+                let mut v = value;
+                return if big_endian {
+                    v.get_u64()
+                } else {
+                    v.get_u64_le()
+                };
+            }
+            _ => {}
+        }
+        options = options.get(4 + padded..).unwrap_or(&[]);
+    }
+    0
+}
+
+fn read_u32(bytes: &[u8], big_endian: bool) -> u32 {
+    let b = [bytes[0], bytes[1], bytes[2], bytes[3]];
+    if big_endian {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    }
+}
+
+fn read_u16(bytes: &[u8], big_endian: bool) -> u16 {
+    let b = [bytes[0], bytes[1]];
+    if big_endian {
+        u16::from_be_bytes(b)
+    } else {
+        u16::from_le_bytes(b)
+    }
+}
+
+fn malformed(reason: &str) -> Error {
+    Error::Malformed {
+        reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Encoder, Format, Options, Path, Timestamp};
+
+    fn stream(format: Format, drops: u64) -> BytesMut {
+        let encoder = Encoder::new(Options::new().format(format));
+        let mut out = BytesMut::new();
+        encoder.put_header(&mut out);
+        for i in 0..5u8 {
+            let d = if i == 3 { drops } else { 0 };
+            encoder.put_stored(
+                &mut out,
+                Path::from(u16::from(i)),
+                Timestamp::new(1, 2),
+                &[i; 33],
+                33,
+                d,
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn byte_by_byte_gives_whole_units() {
+        for format in [Format::Pcap, Format::RawIp, Format::Pcapng] {
+            let bytes = stream(format, 7);
+            let mut framer = Framer::new();
+            let mut units = Vec::new();
+            for b in bytes.iter() {
+                framer.push(&[*b]);
+                while let Some(unit) = framer.next_unit().unwrap() {
+                    units.push(unit);
+                }
+            }
+            let packets: Vec<u64> = units
+                .iter()
+                .filter_map(|u| match u {
+                    Unit::Packet { drops, .. } => Some(*drops),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(packets.len(), 5, "{format:?}");
+            let joined: Vec<u8> = units
+                .iter()
+                .flat_map(|u| match u {
+                    Unit::Header(b) | Unit::Other(b) | Unit::Packet { bytes: b, .. } => b.to_vec(),
+                })
+                .collect();
+            assert_eq!(joined, bytes.to_vec());
+            if format == Format::Pcapng {
+                assert_eq!(packets, [0, 0, 0, 7, 0]);
+            }
+            assert_eq!(framer.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let mut framer = Framer::new();
+        framer.push(b"HTTP/1.1 200 OK\r\n");
+        assert!(matches!(framer.next_unit(), Err(Error::Malformed { .. })));
+
+        let mut framer = Framer::new();
+        let mut bytes = stream(Format::Pcap, 0);
+        bytes[24 + 8..24 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+        framer.push(&bytes);
+        assert!(framer.next_unit().unwrap().is_some());
+        assert!(framer.next_unit().is_err());
+    }
+}
