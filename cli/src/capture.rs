@@ -1,0 +1,235 @@
+//! `pcapcast capture`: attach to a daemon and stream its capture.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use pcapcast_core::endpoint::to_query;
+
+use crate::client::{self, Ask, End, Event, Next};
+use crate::recorder::{Counts, Flow, RecordError, Recorder};
+use crate::target::{default_socket, Target};
+use crate::{dissector, FormatArgs, LimitArgs, RuntimeKind};
+
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// The daemon's endpoint: unix:PATH or tcp:HOST:PORT (default: the default socket,
+    /// the one `pcapcast demo` serves).
+    #[arg(long)]
+    connect: Option<Target>,
+    /// Bearer token for a TCP endpoint.
+    #[arg(long, env = "PCAPCAST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Write to FILE, or `-` for stdout. Without it, Wireshark opens the live capture.
+    #[arg(short = 'o', long = "output")]
+    output: Option<String>,
+    /// Without -o: decode in the terminal with tshark instead of opening Wireshark.
+    #[arg(long)]
+    tshark: bool,
+    #[command(flatten)]
+    format: FormatArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Show the live line (packets, bytes, drops) even when stderr is not a terminal.
+    #[arg(long)]
+    stats: bool,
+    /// Never show the live line.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// The async runtime for the connection.
+    #[arg(long, value_enum, default_value_t)]
+    runtime: RuntimeKind,
+}
+
+/// Where the stream goes.
+enum Sink {
+    File(BufWriter<File>),
+    Stdout(BufWriter<io::Stdout>),
+    Viewer {
+        stdin: BufWriter<ChildStdin>,
+        child: Child,
+        _dissector: TempFile,
+    },
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::File(w) => w.write(buf),
+            Sink::Stdout(w) => w.write(buf),
+            Sink::Viewer { stdin, .. } => stdin.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::File(w) => w.flush(),
+            Sink::Stdout(w) => w.flush(),
+            Sink::Viewer { stdin, .. } => stdin.flush(),
+        }
+    }
+}
+
+/// A file removed when dropped.
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn open_sink(args: &CaptureArgs) -> Result<Sink, String> {
+    match args.output.as_deref() {
+        Some("-") => Ok(Sink::Stdout(BufWriter::with_capacity(
+            1 << 16,
+            io::stdout(),
+        ))),
+        Some(path) => File::create(path)
+            .map(|f| Sink::File(BufWriter::with_capacity(1 << 16, f)))
+            .map_err(|e| format!("cannot create {path}: {e}")),
+        None => {
+            let lua = std::env::temp_dir().join(format!("pcapcast-{}.lua", std::process::id()));
+            std::fs::write(&lua, dissector::SOURCE)
+                .map_err(|e| format!("cannot write the dissector: {e}"))?;
+            let lua = TempFile(lua);
+            let script = format!("lua_script:{}", lua.0.display());
+            let (program, mut command) = if args.tshark {
+                ("tshark", Command::new("tshark"))
+            } else {
+                ("wireshark", Command::new("wireshark"))
+            };
+            if !args.tshark {
+                command.arg("-k");
+            }
+            command
+                .args(["-i", "-", "-X", &script])
+                .stdin(Stdio::piped());
+            let mut child = command.spawn().map_err(|e| {
+                format!("cannot start {program} ({e}): install it, or write to a file with -o FILE or to stdout with -o -")
+            })?;
+            let stdin = child.stdin.take().ok_or("no pipe to the viewer")?;
+            Ok(Sink::Viewer {
+                stdin: BufWriter::with_capacity(1 << 16, stdin),
+                child,
+                _dissector: lua,
+            })
+        }
+    }
+}
+
+/// Flags set by SIGINT and SIGTERM.
+pub fn stop_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registration fails only for forbidden signals, which these are not.
+        let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
+    }
+    stop
+}
+
+/// The live line on stderr, as dumpcap shows it.
+pub struct LiveLine {
+    enabled: bool,
+    terminal: bool,
+    last: Instant,
+}
+
+impl LiveLine {
+    pub fn new(asked: bool, quiet: bool) -> LiveLine {
+        let terminal = io::stderr().is_terminal();
+        LiveLine {
+            enabled: !quiet && (terminal || asked),
+            terminal,
+            last: Instant::now(),
+        }
+    }
+
+    pub fn update(&mut self, counts: Counts) {
+        if self.enabled && self.terminal && self.last.elapsed() >= Duration::from_millis(250) {
+            self.last = Instant::now();
+            eprint!("\r{}", describe(counts));
+        }
+    }
+
+    pub fn finish(&self, counts: Counts) {
+        if self.enabled {
+            let start = if self.terminal { "\r" } else { "" };
+            eprintln!("{start}{}", describe(counts));
+        }
+    }
+}
+
+fn describe(counts: Counts) -> String {
+    format!(
+        "pcapcast: {} packets, {} bytes, {} dropped",
+        counts.packets, counts.bytes, counts.drops
+    )
+}
+
+pub fn run(args: CaptureArgs) -> Result<ExitCode, String> {
+    let options = args.format.options().map_err(|e| e.to_string())?;
+    let ask = Ask {
+        target: args
+            .connect
+            .clone()
+            .unwrap_or_else(|| Target::Unix(default_socket())),
+        query: to_query(&options),
+        token: args.token.clone(),
+    };
+    let sink = open_sink(&args)?;
+    let stop = stop_signals();
+    let mut recorder = Recorder::new(sink, args.limits.count);
+    let mut line = LiveLine::new(args.stats, args.quiet);
+    let started = Instant::now();
+    let mut failure: Option<String> = None;
+    let end = client::run(args.runtime, &ask, |event| {
+        if let Event::Data(bytes) = event {
+            match recorder.feed(&bytes) {
+                Ok(Flow::More) => {}
+                Ok(Flow::Done) => return Next::Stop,
+                // The reader went away (Wireshark closed, `| head`): a normal end.
+                Err(RecordError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    return Next::Stop
+                }
+                Err(RecordError::Write(e)) => {
+                    failure = Some(format!("writing the capture failed: {e}"));
+                    return Next::Stop;
+                }
+                Err(RecordError::Malformed(e)) => {
+                    failure = Some(format!("{}: {e}", ask.target));
+                    return Next::Stop;
+                }
+            }
+        }
+        line.update(recorder.counts());
+        let out_of_time = args.limits.duration.is_some_and(|d| started.elapsed() >= d);
+        if out_of_time || stop.load(Ordering::Relaxed) {
+            Next::Stop
+        } else {
+            Next::Continue
+        }
+    })?;
+    let counts = recorder.counts();
+    line.finish(counts);
+    let sink = recorder.finish();
+    if let Ok(Sink::Viewer {
+        stdin, mut child, ..
+    }) = sink
+    {
+        drop(stdin); // end of input: the viewer shows what it has
+        let _ = child.wait();
+    }
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    if let End::Broken(reason) = end {
+        eprintln!("pcapcast: the daemon went away ({reason}); the capture ends on a whole record");
+    }
+    Ok(ExitCode::SUCCESS)
+}

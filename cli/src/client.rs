@@ -1,0 +1,204 @@
+//! Attaching to a daemon's capture endpoint over HTTP/1.1, on smol or on tokio.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::header::{AUTHORIZATION, HOST};
+use hyper::Request;
+
+use crate::target::Target;
+use crate::RuntimeKind;
+
+/// How often the handler hears from the client when no data comes (for limits,
+/// signals and the live line).
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// What the client hands the caller.
+#[derive(Debug)]
+pub enum Event {
+    /// Bytes of the capture stream.
+    Data(Bytes),
+    /// Time passed.
+    Tick,
+}
+
+/// Whether the caller wants more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Go on.
+    Continue,
+    /// Stop now.
+    Stop,
+}
+
+/// How a capture session ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// The caller stopped it.
+    Stopped,
+    /// The daemon ended the stream (its capture closed).
+    Closed,
+    /// The connection broke.
+    Broken(String),
+}
+
+/// What to ask for.
+#[derive(Clone, Debug)]
+pub struct Ask {
+    /// The endpoint.
+    pub target: Target,
+    /// The query string of `POST /capture`.
+    pub query: String,
+    /// A bearer token for TCP endpoints.
+    pub token: Option<String>,
+}
+
+/// Attaches and feeds `handler` until it stops, the daemon ends the stream or the
+/// connection breaks.
+///
+/// # Errors
+///
+/// A one-line message for the person at the terminal: no daemon, no permission, or the
+/// daemon's refusal with its reason.
+pub fn run(
+    kind: RuntimeKind,
+    ask: &Ask,
+    handler: impl FnMut(Event) -> Next,
+) -> Result<End, String> {
+    match kind {
+        RuntimeKind::Smol => smol::block_on(run_smol(ask, handler)),
+        RuntimeKind::Tokio => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start tokio: {e}"))?
+            .block_on(run_tokio(ask, handler)),
+    }
+}
+
+async fn run_smol(ask: &Ask, handler: impl FnMut(Event) -> Next) -> Result<End, String> {
+    use smol_hyper::rt::FuturesIo;
+    let sleep = |d| async move {
+        smol::Timer::after(d).await;
+    };
+    match &ask.target {
+        Target::Unix(path) => {
+            let stream = async_net::unix::UnixStream::connect(path)
+                .await
+                .map_err(|e| connect_error(&ask.target, &e))?;
+            session(FuturesIo::new(stream), sleep, ask, handler).await
+        }
+        Target::Tcp(addr) => {
+            let stream = async_net::TcpStream::connect(addr.as_str())
+                .await
+                .map_err(|e| connect_error(&ask.target, &e))?;
+            session(FuturesIo::new(stream), sleep, ask, handler).await
+        }
+    }
+}
+
+async fn run_tokio(ask: &Ask, handler: impl FnMut(Event) -> Next) -> Result<End, String> {
+    use hyper_util::rt::TokioIo;
+    match &ask.target {
+        Target::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(|e| connect_error(&ask.target, &e))?;
+            session(TokioIo::new(stream), tokio::time::sleep, ask, handler).await
+        }
+        Target::Tcp(addr) => {
+            let stream = tokio::net::TcpStream::connect(addr.as_str())
+                .await
+                .map_err(|e| connect_error(&ask.target, &e))?;
+            session(TokioIo::new(stream), tokio::time::sleep, ask, handler).await
+        }
+    }
+}
+
+fn connect_error(target: &Target, e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound | ConnectionRefused => format!(
+            "no daemon listens on {target}: start one (`pcapcast demo` runs a demo daemon) or name its endpoint with --connect"
+        ),
+        PermissionDenied => format!(
+            "permission denied on {target}: the socket is private to the user that runs the daemon; run pcapcast as that user"
+        ),
+        _ => format!("cannot connect to {target}: {e}"),
+    }
+}
+
+async fn session<IO, S, F>(
+    io: IO,
+    sleep: S,
+    ask: &Ask,
+    mut handler: impl FnMut(Event) -> Next,
+) -> Result<End, String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: Fn(Duration) -> F,
+    F: Future<Output = ()>,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
+        .await
+        .map_err(|e| format!("{}: HTTP handshake failed: {e}", ask.target))?;
+    let host = match &ask.target {
+        Target::Unix(_) => "localhost".to_owned(),
+        Target::Tcp(addr) => addr.clone(),
+    };
+    let mut request = Request::post(format!("/capture?{}", ask.query)).header(HOST, host);
+    if let Some(token) = &ask.token {
+        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Empty::new())
+        .map_err(|e| format!("bad request: {e}"))?;
+    let drive = async move {
+        // The connection carries the body; once it ends, the body reports how.
+        let _ = connection.await;
+        std::future::pending::<Result<End, String>>().await
+    };
+    let work = async move {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("{} did not answer: {e}", ask.target))?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let text = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let reason = String::from_utf8_lossy(&text[..text.len().min(500)])
+                .trim()
+                .to_owned();
+            return Err(format!(
+                "{} refused the capture ({status}): {reason}",
+                ask.target
+            ));
+        }
+        loop {
+            let next = futures_lite::future::or(async { Some(body.frame().await) }, async {
+                sleep(TICK).await;
+                None
+            })
+            .await;
+            let event = match next {
+                Some(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => Event::Data(data),
+                    Err(_) => continue, // trailers
+                },
+                Some(Some(Err(e))) => return Ok(End::Broken(e.to_string())),
+                Some(None) => return Ok(End::Closed),
+                None => Event::Tick,
+            };
+            if handler(event) == Next::Stop {
+                return Ok(End::Stopped);
+            }
+        }
+    };
+    futures_lite::future::or(work, drive).await
+}

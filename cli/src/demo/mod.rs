@@ -1,0 +1,334 @@
+//! `pcapcast demo`: the main job with no setup. An embedded daemon whose userspace
+//! datapath moves real IPv4/IPv6 UDP, TCP and ICMP packets over all four paths, logs
+//! them to a capture, and serves it on a Unix socket (and PCAP-over-IP if asked).
+
+mod datapath;
+mod traffic;
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use clap::Args;
+use futures_lite::Stream;
+use pcapcast_core::{Capture, Subscription};
+
+use crate::capture::{stop_signals, LiveLine};
+use crate::recorder::{Flow, Recorder};
+use crate::target::{default_socket, prepare_socket_dir};
+use crate::{FormatArgs, LimitArgs, RuntimeKind};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Serve the capture on this Unix socket (default: the socket `pcapcast capture`
+    /// attaches to).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Also serve PCAP-over-IP on this loopback address, e.g. 127.0.0.1:57012, for
+    /// `tshark -i TCP@127.0.0.1:57012`.
+    #[arg(long)]
+    pcap_over_ip: Option<SocketAddr>,
+    /// Rounds of exchanges per second; each round is about a dozen packets.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Also capture the demo's own traffic into FILE, then stop (with -c or --duration;
+    /// 200 packets by default).
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    format: FormatArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Log only warnings.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// The async runtime serving the capture.
+    #[arg(long, value_enum, default_value_t)]
+    runtime: RuntimeKind,
+}
+
+pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        return Err(format!(
+            "--rate {} must be a positive number of rounds per second",
+            args.rate
+        ));
+    }
+    let options = args.format.options().map_err(|e| e.to_string())?;
+    init_logging(args.quiet);
+    let socket = args.socket.clone().unwrap_or_else(default_socket);
+    prepare_socket_dir(&socket)
+        .map_err(|e| format!("cannot create the folder of {}: {e}", socket.display()))?;
+
+    let capture = Capture::new();
+    let stop = stop_signals();
+    serve(
+        args.runtime,
+        capture.clone(),
+        socket.clone(),
+        args.pcap_over_ip,
+    )?;
+    let datapath = run_datapath(capture.clone(), args.rate);
+
+    let result = match &args.output {
+        Some(path) => {
+            let output = capture.subscribe(options);
+            record(output, path, &args, &stop)
+        }
+        None => {
+            banner(&socket, args.pcap_over_ip);
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(100));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    capture.close();
+    datapath.stop();
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn banner(socket: &FsPath, pcap_over_ip: Option<SocketAddr>) {
+    let sock = socket.display();
+    eprintln!("pcapcast demo: a userspace datapath moves IPv4/IPv6 UDP, TCP and ICMP packets");
+    eprintln!(
+        "over all four paths (from-local, from-peer, synth-to-local, synth-to-peer) and disco."
+    );
+    eprintln!("Its capture is served on unix:{sock}. In another terminal:");
+    eprintln!("  pcapcast capture -o demo.pcap -c 200      # save 200 packets");
+    eprintln!("  pcapcast capture --tshark -c 20           # decode them in the terminal");
+    eprintln!("  pcapcast capture                          # watch them live in Wireshark");
+    eprintln!("  curl -s --unix-socket {sock} -X POST 'http://localhost/capture?format=pcapng' -o demo.pcapng");
+    if let Some(addr) = pcap_over_ip {
+        eprintln!("  tshark -i TCP@{addr}                 # PCAP-over-IP");
+    }
+    eprintln!("Ctrl-C stops it.");
+}
+
+/// The datapath thread and its stop flag.
+struct DatapathThread {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl DatapathThread {
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+fn run_datapath(capture: Capture, rate: f64) -> DatapathThread {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let thread = thread::spawn(move || {
+        let datapath = datapath::Datapath::new(capture, SystemTime::now);
+        let mut n = 0;
+        let mut next = Instant::now();
+        while !flag.load(Ordering::Relaxed) {
+            traffic::round(&datapath, n);
+            n += 1;
+            next += period;
+            let now = Instant::now();
+            match next.checked_duration_since(now) {
+                Some(wait) => thread::sleep(wait),
+                None => next = now, // fell behind: do not burst to catch up
+            }
+        }
+    });
+    DatapathThread { stop, thread }
+}
+
+/// Starts the servers on a thread of the chosen runtime; returns once they listen.
+fn serve(
+    kind: RuntimeKind,
+    capture: Capture,
+    socket: PathBuf,
+    pcap_over_ip: Option<SocketAddr>,
+) -> Result<(), String> {
+    let (ready, listening) = mpsc::channel::<Result<(), String>>();
+    let bind_error = |what: String, e: std::io::Error| format!("cannot listen on {what}: {e}");
+    thread::spawn(move || match kind {
+        RuntimeKind::Smol => smol::block_on(async move {
+            use pcapcast_smol::{serve_pcap_over_ip, HttpServer, Listener};
+            let http = match Listener::bind_unix(&socket) {
+                Ok(l) => l,
+                Err(e) => {
+                    return ready
+                        .send(Err(bind_error(format!("unix:{}", socket.display()), e)))
+                        .unwrap_or(())
+                }
+            };
+            let poip = match pcap_over_ip {
+                Some(addr) => match Listener::bind_tcp(addr).await {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        return ready
+                            .send(Err(bind_error(format!("tcp:{addr}"), e)))
+                            .unwrap_or(())
+                    }
+                },
+                None => None,
+            };
+            let _ = ready.send(Ok(()));
+            let http = HttpServer::new(capture.clone()).serve(http);
+            let served = match poip {
+                Some(l) => futures_lite::future::or(http, serve_pcap_over_ip(capture, l)).await,
+                None => http.await,
+            };
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the capture endpoint stopped");
+            }
+        }),
+        RuntimeKind::Tokio => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    return ready
+                        .send(Err(format!("cannot start tokio: {e}")))
+                        .unwrap_or(())
+                }
+            };
+            runtime.block_on(async move {
+                use pcapcast_tokio::{serve_pcap_over_ip, HttpServer, Listener};
+                let http = match Listener::bind_unix(&socket) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        return ready
+                            .send(Err(bind_error(format!("unix:{}", socket.display()), e)))
+                            .unwrap_or(())
+                    }
+                };
+                let poip = match pcap_over_ip {
+                    Some(addr) => match Listener::bind_tcp(addr).await {
+                        Ok(l) => Some(l),
+                        Err(e) => {
+                            return ready
+                                .send(Err(bind_error(format!("tcp:{addr}"), e)))
+                                .unwrap_or(())
+                        }
+                    },
+                    None => None,
+                };
+                let _ = ready.send(Ok(()));
+                let http = HttpServer::new(capture.clone()).serve(http);
+                let served = match poip {
+                    Some(l) => {
+                        tokio::select! { r = http => r, r = serve_pcap_over_ip(capture, l) => r }
+                    }
+                    None => http.await,
+                };
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the capture endpoint stopped");
+                }
+            });
+        }
+    });
+    listening
+        .recv()
+        .map_err(|_| "the server thread failed to start".to_owned())?
+}
+
+const DEFAULT_COUNT: u64 = 200;
+
+/// Captures the demo's own traffic into `path`, in-process, then prints a summary.
+fn record(
+    mut output: Subscription,
+    path: &FsPath,
+    args: &DemoArgs,
+    stop: &AtomicBool,
+) -> Result<ExitCode, String> {
+    let file = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let count = args.limits.count.or(if args.limits.duration.is_none() {
+        Some(DEFAULT_COUNT)
+    } else {
+        None
+    });
+    let mut recorder = Recorder::new(BufWriter::new(file), count);
+    let mut line = LiveLine::new(false, args.quiet);
+    let started = Instant::now();
+    loop {
+        if stop.load(Ordering::Relaxed)
+            || args.limits.duration.is_some_and(|d| started.elapsed() >= d)
+        {
+            break;
+        }
+        match next_within(&mut output, Duration::from_millis(100)) {
+            Poll::Ready(Some(bytes)) => match recorder.feed(&bytes) {
+                Ok(Flow::More) => {}
+                Ok(Flow::Done) => break,
+                Err(e) => return Err(format!("writing {} failed: {e:?}", path.display())),
+            },
+            Poll::Ready(None) => break,
+            Poll::Pending => {}
+        }
+        line.update(recorder.counts());
+    }
+    let counts = recorder.counts();
+    recorder
+        .finish()
+        .map_err(|e| format!("writing {} failed: {e}", path.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let file = path.display();
+    eprintln!(
+        "pcapcast demo: wrote {} packets ({} bytes) to {file} in {seconds:.1} s, {} dropped.",
+        counts.packets,
+        counts.bytes,
+        output.dropped()
+    );
+    eprintln!("Look at it with the dissector, which names each packet's path:");
+    eprintln!("  pcapcast dissector > pcapcast.lua");
+    eprintln!("  tshark -r {file} -X lua_script:pcapcast.lua");
+    eprintln!("or install it (`pcapcast dissector --install`) and open {file} in Wireshark.");
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Unpark(thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// The next bytes of `output`, waiting at most `timeout`.
+fn next_within(output: &mut Subscription, timeout: Duration) -> Poll<Option<Bytes>> {
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Poll::Ready(next) = Pin::new(&mut *output).poll_next(&mut cx) {
+            return Poll::Ready(next);
+        }
+        match deadline.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => thread::park_timeout(left),
+            _ => return Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The two hosts at the ends of the demo datapath, and the exchanges between them:
+//! IPv4 and IPv6 UDP, a TCP connection, ICMP echo to the datapath's service address
+//! from both sides, and discovery frames.
+
+use etherparse::PacketBuilder;
+
+use super::datapath::{
+    build, Datapath, Delivery, LOCAL_V4, LOCAL_V6, PEER_V4, PEER_V6, SERVICE_V4, SERVICE_V6,
+};
+
+/// Runs one round of exchanges through `datapath`; returns the packets logged.
+pub fn round(datapath: &Datapath, n: u64) -> usize {
+    let mut logged = 0;
+    let mut send = |from: Side, packet: Vec<u8>| {
+        logged += 1;
+        let delivered = match from {
+            Side::Local => datapath.from_local(packet),
+            Side::Peer => datapath.from_peer(packet),
+        };
+        // An answer from the datapath itself is one more packet.
+        if matches!(
+            (from, delivered),
+            (Side::Local, Delivery::Local(_)) | (Side::Peer, Delivery::Peer(_))
+        ) {
+            logged += 1;
+        }
+    };
+    let port = 40_000 + (n % 20_000) as u16;
+    let seq = (n & 0xFFFF) as u16;
+    let id = (n & 0xFFFF) as u16;
+    let v4 = |from: [u8; 4], to: [u8; 4]| PacketBuilder::ipv4(from, to, 64);
+    let v6 = |from: [u8; 16], to: [u8; 16]| PacketBuilder::ipv6(from, to, 64);
+    let (local, peer, local6, peer6) = (
+        LOCAL_V4.octets(),
+        PEER_V4.octets(),
+        LOCAL_V6.octets(),
+        PEER_V6.octets(),
+    );
+
+    // DNS over IPv4 and IPv6 UDP: the local host asks, the peer answers.
+    send(
+        Side::Local,
+        build(v4(local, peer).udp(port, 53), &dns_query(id)),
+    );
+    send(
+        Side::Peer,
+        build(v4(peer, local).udp(53, port), &dns_answer(id)),
+    );
+    send(
+        Side::Local,
+        build(v6(local6, peer6).udp(port, 53), &dns_query(id ^ 0x8000)),
+    );
+    send(
+        Side::Peer,
+        build(v6(peer6, local6).udp(53, port), &dns_answer(id ^ 0x8000)),
+    );
+
+    // The local host pings the datapath's service address: the datapath answers.
+    send(
+        Side::Local,
+        build(
+            v4(local, SERVICE_V4.octets()).icmpv4_echo_request(7, seq),
+            b"pcapcast ping",
+        ),
+    );
+
+    // A TCP connection from the local host to the peer, with a request in it.
+    let isn = (n as u32).wrapping_mul(2_654_435_761);
+    let request: &[u8] = b"GET / HTTP/1.1\r\nHost: peer\r\n\r\n";
+    send(
+        Side::Local,
+        build(v4(local, peer).tcp(port, 80, isn, 64_240).syn(), &[]),
+    );
+    send(
+        Side::Peer,
+        build(
+            v4(peer, local)
+                .tcp(80, port, 1_000, 65_535)
+                .syn()
+                .ack(isn.wrapping_add(1)),
+            &[],
+        ),
+    );
+    send(
+        Side::Local,
+        build(
+            v4(local, peer)
+                .tcp(port, 80, isn.wrapping_add(1), 64_240)
+                .ack(1_001),
+            &[],
+        ),
+    );
+    send(
+        Side::Local,
+        build(
+            v4(local, peer)
+                .tcp(port, 80, isn.wrapping_add(1), 64_240)
+                .psh()
+                .ack(1_001),
+            request,
+        ),
+    );
+    let acked = isn.wrapping_add(1).wrapping_add(request.len() as u32);
+    send(
+        Side::Peer,
+        build(v4(peer, local).tcp(80, port, 1_001, 65_535).ack(acked), &[]),
+    );
+
+    // The peer pings the datapath's IPv6 service address: answered towards the peer.
+    send(
+        Side::Peer,
+        build(
+            v6(peer6, SERVICE_V6.octets()).icmpv6_echo_request(9, seq),
+            b"pcapcast ping6",
+        ),
+    );
+
+    if n % 4 == 0 {
+        datapath.disco_ping(n);
+        logged += 1;
+    }
+    logged
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Side {
+    Local,
+    Peer,
+}
+
+const DNS_NAME: &[u8] = b"\x07example\x02ts\x03net\x00";
+
+/// A DNS query for the A record of example.ts.net.
+fn dns_query(id: u16) -> Vec<u8> {
+    let mut m = Vec::with_capacity(32);
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; one question
+    m.extend_from_slice(DNS_NAME);
+    m.extend_from_slice(&[0, 1, 0, 1]); // A, IN
+    m
+}
+
+/// The answer: example.ts.net is the peer, 100.64.0.2.
+fn dns_answer(id: u16) -> Vec<u8> {
+    let mut m = Vec::with_capacity(48);
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]); // response, RD RA; 1 question, 1 answer
+    m.extend_from_slice(DNS_NAME);
+    m.extend_from_slice(&[0, 1, 0, 1]);
+    m.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]); // name pointer, A, IN, TTL 60
+    m.extend_from_slice(&PEER_V4.octets());
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use futures_lite::{future::block_on, StreamExt};
+    use pcapcast_core::{framer::Framer, Capture, Options};
+
+    use super::*;
+
+    #[test]
+    fn a_round_uses_every_path_with_valid_packets() {
+        let capture = Capture::new();
+        let mut output = capture.subscribe(Options::default());
+        let datapath = Datapath::new(capture.clone(), SystemTime::now);
+        let logged = round(&datapath, 0);
+        capture.close();
+        let mut framer = Framer::new();
+        while let Some(bytes) = block_on(output.next()) {
+            framer.push(&bytes);
+        }
+        let mut paths = std::collections::BTreeMap::new();
+        let mut packets = 0;
+        while let Some(unit) = framer.next_unit().unwrap() {
+            if let pcapcast_core::framer::Unit::Packet { bytes, .. } = unit {
+                packets += 1;
+                let path = u16::from_le_bytes([bytes[16], bytes[17]]);
+                *paths.entry(path).or_insert(0) += 1;
+                if path != 254 {
+                    etherparse::SlicedPacket::from_ip(&bytes[18..]).expect("a valid IP packet");
+                }
+            }
+        }
+        assert_eq!(packets, logged);
+        assert_eq!(paths.keys().copied().collect::<Vec<_>>(), [0, 1, 2, 3, 254]);
+    }
+}

@@ -1,0 +1,164 @@
+//! `pcapcast`: attach to a daemon's datapath capture and stream it to a file, stdout or
+//! Wireshark; run a demo daemon; install the dissector and the extcap.
+
+// A binary crate: `pub` marks what its modules share, nothing is exported.
+#![allow(unreachable_pub)]
+
+mod capture;
+mod client;
+mod demo;
+mod dissector;
+mod extcap;
+mod recorder;
+mod target;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pcapcast_core::{Format, Options, Path};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pcapcast",
+    version,
+    about = "Live packet capture from the datapath of network daemons"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a demo daemon: a userspace datapath moving IPv4/IPv6 UDP, TCP and ICMP over
+    /// all four paths, serving its capture on a Unix socket.
+    Demo(demo::DemoArgs),
+    /// Attach to a daemon's capture endpoint and stream to a file, stdout or Wireshark.
+    Capture(capture::CaptureArgs),
+    /// Print the Wireshark Lua dissector, or install it with --install.
+    Dissector {
+        /// Copy it where Wireshark loads personal plugins.
+        #[arg(long)]
+        install: bool,
+    },
+    /// Install pcapcast as a Wireshark extcap, so a running daemon shows up as an
+    /// interface.
+    Extcap {
+        /// Link this program into Wireshark's extcap folder.
+        #[arg(long)]
+        install: bool,
+        /// The extcap folder (default: the one `tshark -G folders` names).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Which async runtime runs the I/O; the behaviour is the same on both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    /// smol (the default).
+    #[default]
+    Smol,
+    /// tokio.
+    Tokio,
+}
+
+/// The options that choose what a capture holds.
+#[derive(Clone, Debug, Args)]
+pub struct FormatArgs {
+    /// File format: pcap (the Go original's, with the path), raw (bare IP) or pcapng.
+    #[arg(long, default_value = "pcap", value_parser = parse_format)]
+    format: Format,
+    /// Bytes kept of each packet (1 to 262144).
+    #[arg(long, default_value_t = pcapcast_core::pcap::DEFAULT_SNAPLEN)]
+    snaplen: u32,
+    /// Paths to keep, comma-separated: from-local, from-peer, synth-to-local,
+    /// synth-to-peer, disco, or numbers (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = parse_path)]
+    paths: Vec<Path>,
+}
+
+impl FormatArgs {
+    /// The core's options for these arguments.
+    pub fn options(&self) -> Result<Options, pcapcast_core::Error> {
+        Ok(Options::new()
+            .format(self.format)
+            .snaplen(self.snaplen)?
+            .paths(self.paths.iter().copied()))
+    }
+}
+
+/// When a capture stops by itself.
+#[derive(Clone, Debug, Args)]
+pub struct LimitArgs {
+    /// Stop after this many packets.
+    #[arg(short = 'c', long = "count")]
+    count: Option<u64>,
+    /// Stop after this long, e.g. 10s, 500ms, 2m.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse().map_err(|e: pcapcast_core::Error| e.to_string())
+}
+
+fn parse_path(s: &str) -> Result<Path, String> {
+    s.parse().map_err(|e: pcapcast_core::Error| e.to_string())
+}
+
+/// Parses `10s`, `500ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: use e.g. 10s, 500ms, 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?}: use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{s:?} is not a duration"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if extcap::is_extcap_call(&args) {
+        return extcap::run(&args);
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Capture(args) => capture::run(args),
+        Command::Dissector { install } => dissector::run(install),
+        Command::Extcap { install, dir } => extcap::install(install, dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("pcapcast: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}
