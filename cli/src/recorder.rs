@@ -43,6 +43,15 @@ pub enum RecordError {
     Malformed(pcapcast_core::Error),
 }
 
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordError::Write(e) => write!(f, "writing the capture failed: {e}"),
+            RecordError::Malformed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 impl<W: Write> Recorder<W> {
     /// A recorder into `out` that stops after `limit` packets.
     pub fn new(out: W, limit: Option<u64>) -> Recorder<W> {

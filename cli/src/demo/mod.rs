@@ -283,7 +283,7 @@ fn record(
             Poll::Ready(Some(bytes)) => match recorder.feed(&bytes) {
                 Ok(Flow::More) => {}
                 Ok(Flow::Done) => break,
-                Err(e) => return Err(format!("writing {} failed: {e:?}", path.display())),
+                Err(e) => return Err(format!("{}: {e}", path.display())),
             },
             Poll::Ready(None) => break,
             Poll::Pending => {}
