@@ -37,6 +37,10 @@ pub struct DemoArgs {
     /// `tshark -i TCP@127.0.0.1:57012`.
     #[arg(long)]
     pcap_over_ip: Option<SocketAddr>,
+    /// Bytes of backlog kept for outputs that lag (default 4 MiB); smaller makes a
+    /// slow reader lose packets sooner.
+    #[arg(long)]
+    backlog: Option<usize>,
     /// Rounds of exchanges per second; each round is about a dozen packets.
     #[arg(long, default_value_t = 20.0)]
     rate: f64,
@@ -69,7 +73,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     prepare_socket_dir(&socket)
         .map_err(|e| format!("cannot create the folder of {}: {e}", socket.display()))?;
 
-    let capture = Capture::new();
+    let mut builder = Capture::builder();
+    if let Some(bytes) = args.backlog {
+        builder = builder.batch_bytes(bytes / 4).backlog_bytes(bytes);
+    }
+    let capture = builder.build();
     let stop = stop_signals();
     serve(
         args.runtime,

@@ -1,0 +1,461 @@
+//! End to end: the `pcapcast` binary, a demo daemon, and real tshark, capinfos and
+//! Wireshark's extcap machinery. Each test runs on smol and on tokio.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use pcapcast_tests::{read, temp_dir, wait_until};
+
+const PCAPCAST: &str = env!("CARGO_BIN_EXE_pcapcast");
+
+fn dissector() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dissector/pcapcast.lua")
+}
+
+/// A demo daemon on its own socket, stopped (SIGTERM) when dropped.
+struct Demo {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Demo {
+    fn start(runtime: &str, dir: &Path, extra: &[&str]) -> Demo {
+        let socket = dir.join("demo.sock");
+        let child = Command::new(PCAPCAST)
+            .args(["demo", "-q", "--runtime", runtime, "--socket"])
+            .arg(&socket)
+            .args(extra)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pcapcast demo starts");
+        assert!(
+            wait_until(Duration::from_secs(20), || socket.exists()),
+            "the demo serves its socket"
+        );
+        Demo { child, socket }
+    }
+
+    fn connect(&self) -> String {
+        format!("unix:{}", self.socket.display())
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn pcapcast(args: &[&str]) -> Output {
+    Command::new(PCAPCAST)
+        .args(args)
+        .output()
+        .expect("pcapcast runs")
+}
+
+/// Runs tshark on a file with the dissector and checksum validation; stdout lines.
+fn tshark_fields(file: &Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut command = Command::new("tshark");
+    command
+        .arg("-r")
+        .arg(file)
+        .arg("-X")
+        .arg(format!("lua_script:{}", dissector().display()))
+        .args([
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-o",
+            "udp.check_checksum:TRUE",
+            "-o",
+            "tcp.check_checksum:TRUE",
+        ])
+        .args(["-T", "fields", "-E", "separator=|"]);
+    for field in fields {
+        command.args(["-e", field]);
+    }
+    let output = command
+        .output()
+        .expect("tshark is installed (CI installs it)");
+    assert!(
+        output.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect()
+}
+
+fn demo_capture_decodes_with_the_dissector(runtime: &str) {
+    let dir = temp_dir("decode");
+    let demo = Demo::start(runtime, &dir, &[]);
+    let file = dir.join("demo.pcap");
+    let out = pcapcast(&[
+        "capture",
+        "--runtime",
+        runtime,
+        "--connect",
+        &demo.connect(),
+        "-c",
+        "120",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = tshark_fields(
+        &file,
+        &[
+            "pcapcast.path",
+            "ip.src",
+            "ipv6.src",
+            "ip.checksum.status",
+            "udp.checksum.status",
+            "tcp.checksum.status",
+            "icmp.type",
+            "icmpv6.type",
+            "dns.qry.name",
+            "tcp.flags.syn",
+            "_ws.col.Protocol",
+        ],
+    );
+    assert_eq!(rows.len(), 120, "{runtime}");
+    let column = |i: usize| rows.iter().map(move |r| r[i].as_str());
+    let mut paths: Vec<&str> = column(0).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    assert_eq!(paths, ["0", "1", "2", "254", "3"], "every path appears");
+    assert!(
+        column(1).any(|ip| ip == "100.64.0.1") && column(2).any(|ip| ip == "fd7a:115c:a1e0::2")
+    );
+    for (i, name) in [(3, "ip"), (4, "udp"), (5, "tcp")] {
+        let statuses: Vec<&str> = column(i).filter(|s| !s.is_empty()).collect();
+        assert!(
+            !statuses.is_empty() && statuses.iter().all(|s| *s == "1"),
+            "{name} checksums good: {statuses:?}"
+        );
+    }
+    assert!(
+        column(6).any(|t| t == "8") && column(6).any(|t| t == "0"),
+        "ICMP echo request and reply"
+    );
+    assert!(
+        column(7).any(|t| t == "128") && column(7).any(|t| t == "129"),
+        "ICMPv6 echo request and reply"
+    );
+    assert!(column(8).any(|n| n == "example.ts.net"), "DNS decoded");
+    assert!(column(9).any(|f| f == "1" || f == "True"), "a TCP SYN");
+    assert!(!column(10).any(|p| p.contains("Malformed")));
+}
+
+fn pcapng_marks_interfaces_and_directions(runtime: &str) {
+    let dir = temp_dir("pcapng");
+    let demo = Demo::start(runtime, &dir, &[]);
+    let file = dir.join("demo.pcapng");
+    let out = pcapcast(&[
+        "capture",
+        "--runtime",
+        runtime,
+        "--connect",
+        &demo.connect(),
+        "--format",
+        "pcapng",
+        "-c",
+        "60",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = tshark_fields(
+        &file,
+        &["frame.interface_name", "frame.packet_flags_direction"],
+    );
+    assert_eq!(rows.len(), 60);
+    for row in &rows {
+        let expected = match row[0].as_str() {
+            "from-local" | "synth-to-peer" => "2",
+            "from-peer" | "synth-to-local" => "1",
+            "disco" => "",
+            other => panic!("unexpected interface {other:?}"),
+        };
+        // tshark 4.0 prints the flags as hex (0x00000002), later versions in decimal.
+        let direction = match row[1].strip_prefix("0x") {
+            Some(hex) => u32::from_str_radix(hex, 16)
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            None => row[1].clone(),
+        };
+        assert_eq!(direction, expected, "{runtime}: direction of {}", row[0]);
+    }
+}
+
+fn a_lagging_reader_sees_its_drops(runtime: &str) {
+    let dir = temp_dir("drops");
+    let demo = Demo::start(runtime, &dir, &["--rate", "3000", "--backlog", "16384"]);
+    let file = dir.join("lag.pcapng");
+    // The pipe fills while its reader sleeps, so pcapcast stops reading the socket and
+    // its output lags behind the daemon's small backlog.
+    let script = format!(
+        "{PCAPCAST} capture --runtime {runtime} --connect {} --format pcapng -c 20000 -o - | (sleep 3; cat > {})",
+        demo.connect(),
+        file.display()
+    );
+    let status = Command::new("sh").args(["-c", &script]).status().unwrap();
+    assert!(status.success());
+    let rows = tshark_fields(&file, &["frame.drop_count"]);
+    assert_eq!(rows.len(), 20_000, "{runtime}");
+    let drops: u64 = rows.iter().filter_map(|r| r[0].parse::<u64>().ok()).sum();
+    assert!(
+        drops > 0,
+        "{runtime}: the lagging reader's losses show in frame.drop_count"
+    );
+}
+
+fn stdout_pipes_into_tshark(runtime: &str) {
+    let dir = temp_dir("stdout");
+    let demo = Demo::start(runtime, &dir, &[]);
+    let script = format!(
+        "{PCAPCAST} capture --runtime {runtime} --connect {} -c 30 -o - | tshark -r - -T fields -e frame.number",
+        demo.connect()
+    );
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        30,
+        "{runtime}"
+    );
+}
+
+fn sigint_leaves_a_whole_file(runtime: &str) {
+    let dir = temp_dir("sigint");
+    let demo = Demo::start(runtime, &dir, &["--rate", "500"]);
+    let file = dir.join("cut.pcap");
+    let mut capture = Command::new(PCAPCAST)
+        .args([
+            "capture",
+            "--runtime",
+            runtime,
+            "--connect",
+            &demo.connect(),
+            "-o",
+        ])
+        .arg(&file)
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || std::fs::metadata(
+        &file
+    )
+    .is_ok_and(|m| m.len() > 10_000)));
+    let _ = Command::new("kill")
+        .args(["-INT", &capture.id().to_string()])
+        .status();
+    assert!(
+        capture.wait().unwrap().success(),
+        "{runtime}: Ctrl-C is a normal end"
+    );
+    let capinfos = Command::new("capinfos").arg(&file).output().unwrap();
+    assert!(
+        capinfos.status.success(),
+        "capinfos: {}",
+        String::from_utf8_lossy(&capinfos.stderr)
+    );
+    let tshark = Command::new("tshark")
+        .arg("-r")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        tshark.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&tshark.stderr)
+    );
+    assert!(!read::parse(&std::fs::read(&file).unwrap())
+        .records
+        .is_empty());
+}
+
+fn pcap_over_ip_reads_with_tshark(runtime: &str) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = temp_dir("poip");
+    let addr = format!("127.0.0.1:{port}");
+    let _demo = Demo::start(runtime, &dir, &["--pcap-over-ip", &addr]);
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            "tshark",
+            "-i",
+            &format!("TCP@{addr}"),
+            "-c",
+            "12",
+            "-T",
+            "fields",
+            "-e",
+            "frame.encap_type",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{runtime}");
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 12);
+    assert!(lines.iter().all(|l| l == "45"), "USER0 frames: {lines:?}");
+}
+
+fn a_missing_daemon_is_one_clear_line(runtime: &str) {
+    let dir = temp_dir("missing");
+    let target = format!("unix:{}", dir.join("nobody.sock").display());
+    let out = pcapcast(&[
+        "capture",
+        "--runtime",
+        runtime,
+        "--connect",
+        &target,
+        "-o",
+        "/dev/null",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("no daemon listens") && stderr.contains("pcapcast demo"),
+        "{stderr}"
+    );
+    let refused = pcapcast(&[
+        "capture",
+        "--runtime",
+        runtime,
+        "--snaplen",
+        "0",
+        "-o",
+        "/dev/null",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+}
+
+macro_rules! on_both_runtimes {
+    ($($test:ident),* $(,)?) => {
+        mod smol {
+            $(#[test] fn $test() { super::$test("smol") })*
+        }
+        mod tokio {
+            $(#[test] fn $test() { super::$test("tokio") })*
+        }
+    };
+}
+
+on_both_runtimes!(
+    demo_capture_decodes_with_the_dissector,
+    pcapng_marks_interfaces_and_directions,
+    a_lagging_reader_sees_its_drops,
+    stdout_pipes_into_tshark,
+    sigint_leaves_a_whole_file,
+    pcap_over_ip_reads_with_tshark,
+    a_missing_daemon_is_one_clear_line,
+);
+
+#[test]
+fn the_extcap_lists_and_captures_a_running_daemon() {
+    let dir = temp_dir("extcap");
+    let socket = dir.join("demo.sock");
+    let demo = Command::new(PCAPCAST)
+        .args(["demo", "-q", "--socket"])
+        .arg(&socket)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut demo = Demo {
+        child: demo,
+        socket,
+    };
+    assert!(wait_until(Duration::from_secs(20), || demo.socket.exists()));
+    // Wireshark 4.0 has one extcap folder and ignores WIRESHARK_EXTCAP_DIR for root.
+    let extcap_dir = dir.join("extcap");
+    let install = pcapcast(&["extcap", "--install", "--dir", extcap_dir.to_str().unwrap()]);
+    assert!(install.status.success());
+    assert!(extcap_dir.join("pcapcast").exists());
+    let system = Command::new(PCAPCAST)
+        .args(["extcap", "--install"])
+        .output()
+        .unwrap();
+    assert!(
+        system.status.success(),
+        "installing into Wireshark's folder: {}",
+        String::from_utf8_lossy(&system.stderr)
+    );
+    let env = [("PCAPCAST_SOCKET", demo.socket.clone())];
+
+    let list = Command::new("tshark")
+        .arg("-D")
+        .envs(env.clone())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed.lines().any(|l| l.contains(". pcapcast (")),
+        "tshark -D: {listed}"
+    );
+
+    let out = Command::new("timeout")
+        .args(["60", "tshark", "-i", "pcapcast", "-c", "8", "-X"])
+        .arg(format!("lua_script:{}", dissector().display()))
+        .args(["-T", "fields", "-e", "pcapcast.path"])
+        .envs(env.clone())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 8);
+
+    // With the daemon gone, tshark shows the extcap's message and captures nothing.
+    let _ = Command::new("kill")
+        .arg(demo.child.id().to_string())
+        .status();
+    let _ = demo.child.wait();
+    let gone = Command::new("timeout")
+        .args(["60", "tshark", "-i", "pcapcast", "-c", "1"])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("no daemon listens"));
+}
+
+#[test]
+fn dissector_prints_and_installs() {
+    let printed = pcapcast(&["dissector"]);
+    assert_eq!(printed.stdout, std::fs::read(dissector()).unwrap());
+    let home = temp_dir("home");
+    let out = Command::new(PCAPCAST)
+        .args(["dissector", "--install"])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let installed = home.join(".local/lib/wireshark/plugins/pcapcast.lua");
+    assert_eq!(std::fs::read(installed).unwrap(), printed.stdout);
+}
