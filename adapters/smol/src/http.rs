@@ -138,7 +138,7 @@ fn is_transient(e: &io::Error) -> bool {
     ) || e.raw_os_error() == Some(24) // EMFILE
 }
 
-fn single<'h>(headers: &'h HeaderMap, name: hyper::header::HeaderName) -> Option<&'h str> {
+fn single(headers: &HeaderMap, name: hyper::header::HeaderName) -> Option<&str> {
     let mut values = headers.get_all(name).iter();
     match (values.next(), values.next()) {
         (Some(value), None) => value.to_str().ok(),

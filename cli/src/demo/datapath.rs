@@ -50,7 +50,7 @@ impl Datapath {
 
     /// A packet the local host sent: answered here if it pings the service address,
     /// else forwarded to the peer.
-    pub fn from_local(&self, packet: Vec<u8>) -> Delivery {
+    pub fn handle_from_local(&self, packet: Vec<u8>) -> Delivery {
         self.log(Path::FromLocal, &packet);
         match echo_reply_for_service(&packet) {
             Some(reply) => {
@@ -63,7 +63,7 @@ impl Datapath {
 
     /// A packet from the peer: answered here if it pings the service address, else
     /// delivered to the local host.
-    pub fn from_peer(&self, packet: Vec<u8>) -> Delivery {
+    pub fn handle_from_peer(&self, packet: Vec<u8>) -> Delivery {
         self.log(Path::FromPeer, &packet);
         match echo_reply_for_service(&packet) {
             Some(reply) => {

@@ -14,8 +14,8 @@ pub fn round(datapath: &Datapath, n: u64) -> usize {
     let mut send = |from: Side, packet: Vec<u8>| {
         logged += 1;
         let delivered = match from {
-            Side::Local => datapath.from_local(packet),
-            Side::Peer => datapath.from_peer(packet),
+            Side::Local => datapath.handle_from_local(packet),
+            Side::Peer => datapath.handle_from_peer(packet),
         };
         // An answer from the datapath itself is one more packet.
         if matches!(
