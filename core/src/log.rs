@@ -29,6 +29,8 @@ pub(crate) struct Batch {
     pub(crate) records: u32,
     pub(crate) data: Bytes,
     pub(crate) sub_micros: Bytes,
+    /// The largest `incl_len` among the records: whether a snaplen cuts none of them.
+    pub(crate) max_incl: u32,
 }
 
 impl Batch {
@@ -80,6 +82,7 @@ pub(crate) struct Log {
     open_sub_micros: BytesMut,
     open_first_seq: u64,
     open_records: u32,
+    open_max_incl: u32,
     sealed: VecDeque<Batch>,
     sealed_bytes: usize,
     spare: Vec<BytesMut>,
@@ -106,6 +109,7 @@ impl Log {
             open_sub_micros: BytesMut::new(),
             open_first_seq: 0,
             open_records: 0,
+            open_max_incl: 0,
             sealed: VecDeque::new(),
             sealed_bytes: 0,
             spare: Vec::new(),
@@ -153,6 +157,7 @@ impl Log {
         self.open.extend_from_slice(kept);
         self.open_sub_micros.put_u16_le((ts.nanos() % 1_000) as u16);
         self.open_records += 1;
+        self.open_max_incl = self.open_max_incl.max(incl);
         self.logged += 1;
         self.clamped += u64::from(clamped);
         wake.data_readers = self.open_records == 1;
@@ -171,6 +176,7 @@ impl Log {
         let batch = Batch {
             first_seq: self.open_first_seq,
             records: self.open_records,
+            max_incl: std::mem::take(&mut self.open_max_incl),
             data: self.open.split().freeze(),
             sub_micros: self.open_sub_micros.split().freeze(),
         };

@@ -191,6 +191,11 @@ impl Options {
         }
     }
 
+    /// Whether every path is kept.
+    pub fn keeps_all(&self) -> bool {
+        self.paths.is_none()
+    }
+
     /// The kept paths, or `None` for all.
     pub fn kept_paths(&self) -> Option<impl Iterator<Item = Path> + '_> {
         self.paths

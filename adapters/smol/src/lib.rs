@@ -51,3 +51,8 @@ pub use pcapcast_core::{
 };
 pub use timed::Timed;
 pub use write::stream_to;
+
+/// The workspace README's examples, compiled as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
