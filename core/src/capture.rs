@@ -1,12 +1,12 @@
 //! The datapath handle.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use event_listener::Event;
 
-use crate::log::Log;
+use crate::log::{lock, Open, Sealed};
 use crate::{Error, Options, Path, Subscription, Timestamp};
 
 /// Bit of `Shared::state` set once the capture is closed; the rest counts outputs.
@@ -18,7 +18,10 @@ pub(crate) struct Shared {
     state: AtomicUsize,
     /// `Capture` handles alive; the last one to go closes the capture.
     handles: AtomicUsize,
-    pub(crate) log: Mutex<Log>,
+    /// The open batch: the datapath's lock.
+    pub(crate) open: Mutex<Open>,
+    /// The sealed batches: the readers' lock, taken by the datapath once a batch.
+    pub(crate) sealed: Mutex<Sealed>,
     /// Wakes readers waiting for any record: on the first record of an empty batch.
     pub(crate) data_event: Event,
     /// Wakes readers holding records back for a full batch: when one is sealed.
@@ -33,18 +36,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Locks the log. A panic elsewhere while holding it cannot leave a record half
-    /// written (appends are plain buffer writes), so a poisoned lock is still usable.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Log> {
-        self.log
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Publishes the log's positions; called under the lock after every change.
-    pub(crate) fn publish(&self, log: &Log) {
-        self.next_seq.store(log.next_seq(), Ordering::Release);
-        self.sealed_end.store(log.sealed_end(), Ordering::Release);
+    /// Publishes the open batch's positions; called under its lock after every change.
+    pub(crate) fn publish(&self, open: &Open) {
+        self.next_seq.store(open.next_seq(), Ordering::Release);
+        self.sealed_end.store(open.sealed_end(), Ordering::Release);
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -142,7 +137,8 @@ impl Builder {
             shared: Arc::new(Shared {
                 state: AtomicUsize::new(0),
                 handles: AtomicUsize::new(1),
-                log: Mutex::new(Log::new(self.batch_bytes, backlog)),
+                open: Mutex::new(Open::new(self.batch_bytes)),
+                sealed: Mutex::new(Sealed::new(backlog)),
                 data_event: Event::new(),
                 batch_event: Event::new(),
                 dropped: AtomicU64::new(0),
@@ -221,12 +217,12 @@ impl Capture {
     fn store(&self, path: Path, when: SystemTime, packet: &[u8]) {
         let (ts, clamped) = Timestamp::from_system_time(when);
         let wake = {
-            let mut log = self.shared.lock();
-            if log.closed {
+            let mut open = lock(&self.shared.open);
+            if open.closed {
                 return;
             }
-            let wake = log.append(path, ts, clamped, packet);
-            self.shared.publish(&log);
+            let wake = open.append(&self.shared.sealed, path, ts, clamped, packet);
+            self.shared.publish(&open);
             wake
         };
         if wake.data_readers {
@@ -277,7 +273,7 @@ impl Capture {
             }
         }
         // Counted first, then placed: every record stored after this point is seen.
-        let cursor = self.shared.lock().next_seq();
+        let cursor = lock(&self.shared.open).next_seq();
         Ok(Subscription::attached(
             Arc::clone(&self.shared),
             options,
@@ -300,10 +296,12 @@ impl Capture {
     pub fn close(&self) {
         self.shared.state.fetch_or(CLOSED, Ordering::AcqRel);
         {
-            let mut log = self.shared.lock();
-            log.closed = true;
-            log.seal();
-            self.shared.publish(&log);
+            let mut open = lock(&self.shared.open);
+            open.closed = true;
+            let mut sealed = lock(&self.shared.sealed);
+            open.seal_into(&mut sealed);
+            sealed.closed = true;
+            self.shared.publish(&open);
         }
         self.shared.data_event.notify(usize::MAX);
         self.shared.batch_event.notify(usize::MAX);
@@ -311,11 +309,11 @@ impl Capture {
 
     /// Counters of the whole capture.
     pub fn stats(&self) -> CaptureStats {
-        let log = self.shared.lock();
+        let open = lock(&self.shared.open);
         CaptureStats {
             outputs: self.num_outputs(),
-            logged: log.logged,
-            clamped_times: log.clamped,
+            logged: open.logged,
+            clamped_times: open.clamped,
             dropped: self.shared.dropped.load(Ordering::Relaxed),
         }
     }

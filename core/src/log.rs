@@ -8,6 +8,7 @@
 //! touching the same memory instead of faulting in fresh pages.
 
 use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -74,21 +75,32 @@ pub(crate) fn records<'a>(
     })
 }
 
+/// The batch the datapath appends to, under the datapath's lock.
 #[derive(Debug)]
-pub(crate) struct Log {
+pub(crate) struct Open {
     batch_bytes: usize,
-    backlog_bytes: usize,
-    open: BytesMut,
-    open_sub_micros: BytesMut,
-    open_first_seq: u64,
-    open_records: u32,
-    open_max_incl: u32,
-    sealed: VecDeque<Batch>,
-    sealed_bytes: usize,
-    spare: Vec<BytesMut>,
+    buffer: BytesMut,
+    sub_micros: BytesMut,
+    first_seq: u64,
+    records: u32,
+    max_incl: u32,
     pub(crate) closed: bool,
     pub(crate) logged: u64,
     pub(crate) clamped: u64,
+    /// Batch buffers allocated because no evicted one could be reused.
+    fresh_buffers: u64,
+}
+
+/// Sealed batches, under the readers' lock. The datapath takes it once a batch.
+#[derive(Debug)]
+pub(crate) struct Sealed {
+    backlog_bytes: usize,
+    queue: VecDeque<Batch>,
+    bytes: usize,
+    /// Sequence number of the first record not sealed yet.
+    end_seq: u64,
+    spare: Vec<BytesMut>,
+    pub(crate) closed: bool,
 }
 
 /// Which waiting readers an append must wake once the lock is released.
@@ -100,39 +112,41 @@ pub(crate) struct Wake {
     pub(crate) batch_readers: bool,
 }
 
-impl Log {
-    pub(crate) fn new(batch_bytes: usize, backlog_bytes: usize) -> Log {
-        Log {
+impl Open {
+    pub(crate) fn new(batch_bytes: usize) -> Open {
+        Open {
             batch_bytes,
-            backlog_bytes,
-            open: BytesMut::new(),
-            open_sub_micros: BytesMut::new(),
-            open_first_seq: 0,
-            open_records: 0,
-            open_max_incl: 0,
-            sealed: VecDeque::new(),
-            sealed_bytes: 0,
-            spare: Vec::new(),
+            buffer: BytesMut::new(),
+            sub_micros: BytesMut::new(),
+            first_seq: 0,
+            records: 0,
+            max_incl: 0,
             closed: false,
             logged: 0,
             clamped: 0,
+            fresh_buffers: 0,
         }
     }
 
     /// Sequence number the next record will get.
     pub(crate) fn next_seq(&self) -> u64 {
-        self.open_first_seq + u64::from(self.open_records)
+        self.first_seq + u64::from(self.records)
     }
 
-    /// Sequence number of the oldest record still held.
-    pub(crate) fn oldest_seq(&self) -> u64 {
-        self.sealed
-            .front()
-            .map_or(self.open_first_seq, |b| b.first_seq)
+    /// Sequence number of the first record not sealed yet.
+    pub(crate) fn sealed_end(&self) -> u64 {
+        self.first_seq
     }
 
+    /// Whether the open batch holds records at or after `cursor`.
+    pub(crate) fn has_records_after(&self, cursor: u64) -> bool {
+        self.next_seq() > cursor
+    }
+
+    /// Appends one record; `sealed` is locked only when a batch is sealed.
     pub(crate) fn append(
         &mut self,
+        sealed: &Mutex<Sealed>,
         path: Path,
         ts: Timestamp,
         clamped: bool,
@@ -141,9 +155,10 @@ impl Log {
         let kept = &packet[..packet.len().min(MAX_STORED_PACKET)];
         let need = STORED_HEADER_LEN + kept.len();
         let mut wake = Wake::default();
-        if self.open.capacity() - self.open.len() < need {
-            wake.batch_readers = self.seal();
-            self.renew_open(need);
+        if self.buffer.capacity() - self.buffer.len() < need {
+            let mut sealed = lock(sealed);
+            wake.batch_readers = self.seal_into(&mut sealed);
+            self.renew(&mut sealed, need);
         }
         let orig = pcap::saturating_u32(packet.len().saturating_add(PATH_LEN));
         let incl = (PATH_LEN + kept.len()) as u32;
@@ -153,51 +168,86 @@ impl Log {
         header[8..12].copy_from_slice(&incl.to_le_bytes());
         header[12..16].copy_from_slice(&orig.to_le_bytes());
         header[16..18].copy_from_slice(&u16::from(path).to_le_bytes());
-        self.open.extend_from_slice(&header);
-        self.open.extend_from_slice(kept);
-        self.open_sub_micros.put_u16_le((ts.nanos() % 1_000) as u16);
-        self.open_records += 1;
-        self.open_max_incl = self.open_max_incl.max(incl);
+        self.buffer.extend_from_slice(&header);
+        self.buffer.extend_from_slice(kept);
+        self.sub_micros.put_u16_le((ts.nanos() % 1_000) as u16);
+        self.records += 1;
+        self.max_incl = self.max_incl.max(incl);
         self.logged += 1;
         self.clamped += u64::from(clamped);
-        wake.data_readers = self.open_records == 1;
-        if self.open.len() >= self.batch_bytes - self.batch_bytes / 8 {
-            wake.batch_readers |= self.seal();
+        wake.data_readers = self.records == 1;
+        if self.buffer.len() >= self.batch_bytes - self.batch_bytes / 8 {
+            wake.batch_readers |= self.seal_into(&mut lock(sealed));
         }
         wake
     }
 
     /// Moves the open batch, if it holds records, to the sealed queue; says whether it
     /// did.
-    pub(crate) fn seal(&mut self) -> bool {
-        if self.open_records == 0 {
+    pub(crate) fn seal_into(&mut self, sealed: &mut Sealed) -> bool {
+        if self.records == 0 {
             return false;
         }
         let batch = Batch {
-            first_seq: self.open_first_seq,
-            records: self.open_records,
-            max_incl: std::mem::take(&mut self.open_max_incl),
-            data: self.open.split().freeze(),
-            sub_micros: self.open_sub_micros.split().freeze(),
+            first_seq: self.first_seq,
+            records: self.records,
+            data: self.buffer.split().freeze(),
+            sub_micros: self.sub_micros.split().freeze(),
+            max_incl: std::mem::take(&mut self.max_incl),
         };
-        self.open_first_seq = batch.end_seq();
-        self.open_records = 0;
-        self.sealed_bytes += batch.data.len();
-        self.sealed.push_back(batch);
-        // The newest batch stays, even alone over the bound: it may be one huge record.
-        while self.sealed_bytes > self.backlog_bytes && self.sealed.len() > 1 {
-            let Some(old) = self.sealed.pop_front() else {
-                break;
-            };
-            self.sealed_bytes -= old.data.len();
-            self.recycle(old.data);
-        }
+        self.first_seq = batch.end_seq();
+        self.records = 0;
+        sealed.push(batch);
         true
     }
 
-    /// Sequence number of the first record not yet in a sealed batch.
-    pub(crate) fn sealed_end(&self) -> u64 {
-        self.open_first_seq
+    fn renew(&mut self, sealed: &mut Sealed, need: usize) {
+        let size = need.max(self.batch_bytes);
+        let mut buffer = sealed.spare.pop().unwrap_or_else(|| {
+            self.fresh_buffers += 1;
+            BytesMut::new()
+        });
+        // On a buffer nobody else holds, `reserve` reclaims the whole allocation.
+        buffer.reserve(size);
+        self.buffer = buffer;
+        self.sub_micros.reserve(size / STORED_HEADER_LEN * 2);
+    }
+}
+
+impl Sealed {
+    pub(crate) fn new(backlog_bytes: usize) -> Sealed {
+        Sealed {
+            backlog_bytes,
+            queue: VecDeque::new(),
+            bytes: 0,
+            end_seq: 0,
+            spare: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Sequence number of the oldest record still held.
+    pub(crate) fn oldest_seq(&self) -> u64 {
+        self.queue.front().map_or(self.end_seq, |b| b.first_seq)
+    }
+
+    /// Sequence number of the first record not sealed yet.
+    pub(crate) fn end_seq(&self) -> u64 {
+        self.end_seq
+    }
+
+    fn push(&mut self, batch: Batch) {
+        self.end_seq = batch.end_seq();
+        self.bytes += batch.data.len();
+        self.queue.push_back(batch);
+        // The newest batch stays, even alone over the bound: it may be one huge record.
+        while self.bytes > self.backlog_bytes && self.queue.len() > 1 {
+            let Some(old) = self.queue.pop_front() else {
+                break;
+            };
+            self.bytes -= old.data.len();
+            self.recycle(old.data);
+        }
     }
 
     fn recycle(&mut self, data: Bytes) {
@@ -209,76 +259,94 @@ impl Log {
         }
     }
 
-    fn renew_open(&mut self, need: usize) {
-        let size = need.max(self.batch_bytes);
-        let mut buffer = self.spare.pop().unwrap_or_default();
-        // On a buffer nobody else holds, `reserve` reclaims the whole allocation.
-        buffer.reserve(size);
-        self.open = buffer;
-        let mut sub = std::mem::take(&mut self.open_sub_micros);
-        sub.reserve(size / STORED_HEADER_LEN * 2);
-        self.open_sub_micros = sub;
-    }
-
     /// Clones the handles of the sealed batches that end after `cursor` into `out`.
-    pub(crate) fn sealed_from(&self, cursor: u64, out: &mut Vec<Batch>) {
-        let start = self.sealed.partition_point(|b| b.end_seq() <= cursor);
-        out.extend(self.sealed.range(start..).cloned());
+    pub(crate) fn batches_from(&self, cursor: u64, out: &mut Vec<Batch>) {
+        let start = self.queue.partition_point(|b| b.end_seq() <= cursor);
+        out.extend(self.queue.range(start..).cloned());
     }
+}
 
-    /// Whether the open batch holds records at or after `cursor`.
-    pub(crate) fn has_open_after(&self, cursor: u64) -> bool {
-        self.next_seq() > cursor
-    }
+/// Locks a mutex whose data no panic can leave half-written (appends and seals are
+/// plain buffer and queue operations), so a poisoned lock is still usable.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn log_n(log: &mut Log, n: usize, len: usize) {
-        for i in 0..n {
-            log.append(
-                Path::FromPeer,
-                Timestamp::new(i as u32, 1_234),
-                false,
-                &vec![i as u8; len],
-            );
+    struct Log {
+        open: Open,
+        sealed: Mutex<Sealed>,
+    }
+
+    impl Log {
+        fn new(batch: usize, backlog: usize) -> Log {
+            Log {
+                open: Open::new(batch),
+                sealed: Mutex::new(Sealed::new(backlog)),
+            }
+        }
+
+        fn append(&mut self, path: Path, ts: Timestamp, packet: &[u8]) {
+            self.open.append(&self.sealed, path, ts, false, packet);
+        }
+
+        fn seal_all(&mut self) -> Vec<Batch> {
+            let mut sealed = lock(&self.sealed);
+            self.open.seal_into(&mut sealed);
+            let mut batches = Vec::new();
+            sealed.batches_from(0, &mut batches);
+            batches
         }
     }
 
     #[test]
     fn records_read_back_as_written() {
         let mut log = Log::new(4096, 16384);
-        log_n(&mut log, 3, 10);
-        log.seal();
-        let mut batches = Vec::new();
-        log.sealed_from(0, &mut batches);
+        for i in 0..3u8 {
+            log.append(
+                Path::FromPeer,
+                Timestamp::new(u32::from(i), 1_234),
+                &[i; 10],
+            );
+        }
+        let batches = log.seal_all();
         let read: Vec<_> = records(&batches[0].data, &batches[0].sub_micros).collect();
         assert_eq!(read.len(), 3);
         assert_eq!(read[2].ts, Timestamp::new(2, 1_234));
         assert_eq!(read[2].packet, &[2u8; 10]);
         assert_eq!(read[2].orig_len, 10);
+        assert_eq!(batches[0].max_incl, 12);
     }
 
     #[test]
     fn backlog_evicts_oldest_and_reuses_buffers() {
         let mut log = Log::new(4096, 3 * 4096);
-        log_n(&mut log, 1000, 100);
-        assert!(log.sealed_bytes <= 3 * 4096);
-        assert!(log.oldest_seq() > 0);
-        assert_eq!(log.next_seq(), 1000);
-        // Evicted buffers come back: allocation is bounded, not one per batch.
-        assert!(!log.spare.is_empty() || log.open.capacity() >= 4096);
+        for _ in 0..1000 {
+            log.append(Path::FromPeer, Timestamp::MIN, &[0; 100]);
+        }
+        let sealed = lock(&log.sealed);
+        assert!(sealed.bytes <= 3 * 4096);
+        assert!(sealed.oldest_seq() > 0);
+        assert_eq!(log.open.next_seq(), 1000);
+        // 1000 records of 118 bytes fill about 30 batches; with reuse only the backlog's
+        // worth of buffers (and one or two in flight) is ever allocated.
+        assert!(
+            log.open.fresh_buffers <= 6,
+            "{} fresh buffers",
+            log.open.fresh_buffers
+        );
     }
 
     #[test]
     fn huge_packets_are_stored_cut() {
         let mut log = Log::new(4096, 16384);
-        log.append(Path::Disco, Timestamp::MIN, false, &vec![1; 1 << 20]);
-        log.seal();
-        let mut batches = Vec::new();
-        log.sealed_from(0, &mut batches);
+        log.append(Path::Disco, Timestamp::MIN, &vec![1; 1 << 20]);
+        let batches = log.seal_all();
         let rec = records(&batches[0].data, &batches[0].sub_micros)
             .next()
             .unwrap();

@@ -14,7 +14,7 @@ use event_listener::EventListener;
 use futures_core::Stream;
 
 use crate::capture::Shared;
-use crate::log::{self, Batch};
+use crate::log::{self, lock, Batch, Sealed};
 use crate::pcap::RECORD_HEADER_LEN;
 use crate::{Encoder, FlushSchedule, Options};
 
@@ -196,31 +196,37 @@ impl Subscription {
             return nothing;
         }
         let shared = Arc::clone(&self.shared);
-        let (closed, next_seq, held_back) = {
-            let mut log = shared.lock();
-            let oldest = log.oldest_seq();
-            if self.cursor < oldest {
-                self.lose(oldest - self.cursor);
-                self.cursor = oldest;
-            }
-            log.sealed_from(self.cursor, &mut self.batches);
-            if self.batches.is_empty() && log.has_open_after(self.cursor) {
-                let take_open = match take {
+        let mut sealed = lock(&shared.sealed);
+        self.catch_up(&sealed);
+        sealed.batches_from(self.cursor, &mut self.batches);
+        let mut held_back = false;
+        if self.batches.is_empty() && !sealed.closed {
+            // Records may wait in the open batch: the datapath's lock, taken in its
+            // order (open, then sealed) and only when the records are due.
+            drop(sealed);
+            let mut open = lock(&shared.open);
+            held_back = open.has_records_after(self.cursor);
+            let due = held_back
+                && match take {
                     Take::Everything => true,
                     Take::DueAt(now) => {
                         self.schedule.handle_buffered(now, 0);
                         self.schedule.is_due(now)
                     }
                 };
-                if take_open && log.seal() {
-                    shared.publish(&log);
-                    log.sealed_from(self.cursor, &mut self.batches);
-                }
+            sealed = lock(&shared.sealed);
+            if due && open.seal_into(&mut sealed) {
+                shared.publish(&open);
+                held_back = false;
             }
-            (log.closed, log.next_seq(), log.has_open_after(self.cursor))
-        };
+            drop(open);
+            self.catch_up(&sealed);
+            sealed.batches_from(self.cursor, &mut self.batches);
+        }
+        let ended = sealed.closed && self.cursor >= sealed.end_seq();
+        drop(sealed);
         if self.batches.is_empty() {
-            return if closed && self.cursor >= next_seq {
+            return if ended {
                 Pulled::End
             } else if held_back {
                 Pulled::Nothing(Awaited::FullBatch)
@@ -256,6 +262,15 @@ impl Subscription {
         }
     }
 
+    /// Skips what the backlog no longer holds, counting it as lost.
+    fn catch_up(&mut self, sealed: &Sealed) {
+        let oldest = sealed.oldest_seq();
+        if self.cursor < oldest {
+            self.lose(oldest - self.cursor);
+            self.cursor = oldest;
+        }
+    }
+
     fn lose(&mut self, records: u64) {
         self.stats.dropped += records;
         self.unreported_drops += records;
@@ -268,7 +283,11 @@ impl Subscription {
         let skip = self.cursor.saturating_sub(batch.first_seq) as usize;
         let passthrough = self.encoder.options().is_seed_micros();
         let snaplen = self.encoder.options().get_snaplen() as usize;
-        if passthrough && skip == 0 && self.encoder.options().keeps_all() && batch.max_incl as usize <= snaplen {
+        if passthrough
+            && skip == 0
+            && self.encoder.options().keeps_all()
+            && batch.max_incl as usize <= snaplen
+        {
             // Every record passes unchanged: hand out the batch without reading it.
             self.stats.records += u64::from(batch.records);
             self.queue_scratch();
