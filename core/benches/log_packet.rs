@@ -222,3 +222,19 @@ fn capture_unread(bencher: Bencher, size: usize) {
     let when = SystemTime::now();
     bencher.bench(|| capture.log_packet(Path::FromPeer, when, black_box(&packet)));
 }
+
+/// Sixteen calls with no output attached per iteration, so that divan's own cost per
+/// iteration is spread over them: the time per call is this figure / 16.
+#[divan::bench]
+fn capture_idle_x16(bencher: Bencher) {
+    let capture = Capture::new();
+    let packet = packet(1500);
+    let when = SystemTime::now();
+    bencher
+        .counter(divan::counter::ItemsCount::new(16usize))
+        .bench(|| {
+            for _ in 0..16 {
+                capture.log_packet(Path::FromPeer, when, black_box(&packet));
+            }
+        });
+}

@@ -14,8 +14,9 @@ const CLOSED: usize = 1 << (usize::BITS - 1);
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    /// Outputs attached, and [`CLOSED`]: the one word the datapath reads when idle.
-    state: AtomicUsize,
+    /// Outputs attached, and [`CLOSED`]: the one word the datapath reads when idle, on
+    /// a cache line of its own so that no write elsewhere disturbs it.
+    state: CachePadded<AtomicUsize>,
     /// `Capture` handles alive; the last one to go closes the capture.
     handles: AtomicUsize,
     /// The open batch: the datapath's lock.
@@ -29,10 +30,23 @@ pub(crate) struct Shared {
     pub(crate) dropped: AtomicU64,
     /// Copies of `Log::next_seq` and `Log::sealed_end`, so that a reader with nothing to
     /// take finds out without taking the lock the datapath needs.
-    pub(crate) next_seq: AtomicU64,
+    pub(crate) next_seq: CachePadded<AtomicU64>,
     pub(crate) sealed_end: AtomicU64,
     max_outputs: usize,
     pub(crate) batch_bytes: usize,
+}
+
+/// Keeps a value on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 impl Shared {
@@ -135,14 +149,14 @@ impl Builder {
         let backlog = self.backlog_bytes.max(2 * self.batch_bytes);
         Capture {
             shared: Arc::new(Shared {
-                state: AtomicUsize::new(0),
+                state: CachePadded(AtomicUsize::new(0)),
                 handles: AtomicUsize::new(1),
                 open: Mutex::new(Open::new(self.batch_bytes)),
                 sealed: Mutex::new(Sealed::new(backlog)),
                 data_event: Event::new(),
                 batch_event: Event::new(),
                 dropped: AtomicU64::new(0),
-                next_seq: AtomicU64::new(0),
+                next_seq: CachePadded(AtomicU64::new(0)),
                 sealed_end: AtomicU64::new(0),
                 max_outputs: self.max_outputs,
                 batch_bytes: self.batch_bytes,
@@ -202,7 +216,7 @@ impl Capture {
     /// Logs a packet seen on `path` at `when`. Never blocks on a reader, never panics;
     /// with no output attached it does nothing but read one atomic word. The packet is
     /// copied once (at most 262142 bytes of it), whatever the number of outputs.
-    #[inline]
+    #[inline(always)]
     pub fn log_packet(&self, path: Path, when: SystemTime, packet: &[u8]) {
         let state = self.shared.state.load(Ordering::Relaxed);
         if state == 0 || state & CLOSED != 0 {
