@@ -65,3 +65,8 @@ pub use path::{Direction, Path};
 pub use pcap::TsResolution;
 pub use subscription::{OutputStats, Subscription};
 pub use time::Timestamp;
+
+/// The crate README's examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
