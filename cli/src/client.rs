@@ -84,7 +84,9 @@ async fn run_smol(ask: &Ask, handler: impl FnMut(Event) -> Next) -> Result<End, 
     };
     match &ask.target {
         Target::Unix(path) => {
-            let stream = async_net::unix::UnixStream::connect(path)
+            // async-io's own Unix stream: async-net's wrapper was seen to lose a write
+            // wake-up when one task reads and writes the same socket (see net.rs).
+            let stream = async_io::Async::<std::os::unix::net::UnixStream>::connect(path)
                 .await
                 .map_err(|e| connect_error(&ask.target, &e))?;
             session(FuturesIo::new(stream), sleep, ask, handler).await

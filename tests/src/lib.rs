@@ -349,12 +349,26 @@ pub trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}
 
 /// Connects to `endpoint` with blocking std sockets.
+///
+/// Reads time out after [`STALL_LIMIT`], so that a server that stops sending fails its
+/// test with an error instead of hanging the suite.
 pub fn connect(endpoint: &Endpoint) -> io::Result<Box<dyn Stream>> {
     Ok(match endpoint {
-        Endpoint::Unix(path) => Box::new(std::os::unix::net::UnixStream::connect(path)?),
-        Endpoint::Tcp(addr) => Box::new(std::net::TcpStream::connect(addr)?),
+        Endpoint::Unix(path) => {
+            let stream = std::os::unix::net::UnixStream::connect(path)?;
+            stream.set_read_timeout(Some(STALL_LIMIT))?;
+            Box::new(stream)
+        }
+        Endpoint::Tcp(addr) => {
+            let stream = std::net::TcpStream::connect(addr)?;
+            stream.set_read_timeout(Some(STALL_LIMIT))?;
+            Box::new(stream)
+        }
     })
 }
+
+/// How long a test client waits for the next byte before it calls the server stalled.
+pub const STALL_LIMIT: Duration = Duration::from_secs(60);
 
 /// An HTTP response, its body decoded from chunks.
 #[derive(Debug)]

@@ -1,0 +1,174 @@
+//! The whole path, measured: datapath -> Capture -> HTTP server (smol) -> Unix socket ->
+//! `pcapcast capture -o FILE`, against the floor: the same bytes copied through a plain
+//! Unix socket into a file.
+//!
+//! `cargo bench -p pcapcast-cli --bench whole_path`
+//!
+//! For each size the datapath logs 400 MB of packets as fast as it can, then closes;
+//! the time runs from the first packet until `pcapcast capture` has written the file
+//! and exited. Two runs: with the default 4 MiB backlog (the datapath outruns the
+//! path, and the drops are reported), and with a backlog that holds everything (no
+//! drops: the rate the path sustains).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path as FsPath;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use pcapcast_core::{Capture, Path};
+
+const PCAPCAST: &str = env!("CARGO_BIN_EXE_pcapcast");
+
+/// CPU seconds of this process and of its reaped children, from /proc/self/stat.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / ticks
+    };
+    // After the ")": state is 0, utime 11, stime 12, cutime 13, cstime 14.
+    (field(11) + field(12), field(13) + field(14))
+}
+
+struct Run {
+    packets: u64,
+    written: u64,
+    seconds: f64,
+    daemon_cpu: f64,
+    capture_cpu: f64,
+    file_bytes: u64,
+}
+
+fn whole_path(size: usize, backlog: usize, dir: &FsPath) -> Run {
+    let socket = dir.join(format!("whole-{size}-{backlog}.sock"));
+    let file = dir.join(format!("whole-{size}.pcap"));
+    let capture = Capture::builder().backlog_bytes(backlog).build();
+    let server = {
+        let capture = capture.clone();
+        let socket = socket.clone();
+        std::thread::spawn(move || {
+            smol::block_on(async move {
+                let listener = pcapcast_smol::Listener::bind_unix(&socket).expect("bind");
+                let _ = pcapcast_smol::HttpServer::new(capture)
+                    .serve(listener)
+                    .await;
+            })
+        })
+    };
+    while !socket.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (cpu_before, children_before) = cpu_seconds();
+    let mut child = Command::new(PCAPCAST)
+        .args(["capture", "-q", "--connect"])
+        .arg(format!("unix:{}", socket.display()))
+        .arg("-o")
+        .arg(&file)
+        .spawn()
+        .expect("pcapcast capture");
+    while capture.num_outputs() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let packet = vec![0x45u8; size];
+    let start = Instant::now();
+    let packets = (400_000_000 / (size + 18)) as u64;
+    for _ in 0..packets {
+        capture.log_packet(Path::FromPeer, SystemTime::now(), &packet);
+    }
+    capture.close();
+    let status = child.wait().expect("capture ends");
+    let seconds = start.elapsed().as_secs_f64();
+    assert!(status.success());
+    let (cpu_after, children_after) = cpu_seconds();
+    drop(server); // the thread is left serving; the process ends soon
+    let file_bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let written = (file_bytes.saturating_sub(24)) / (16 + 2 + size as u64);
+    let _ = std::fs::remove_file(&file);
+    Run {
+        packets,
+        written,
+        seconds,
+        daemon_cpu: cpu_after - cpu_before,
+        capture_cpu: children_after - children_before,
+        file_bytes,
+    }
+}
+
+/// The floor: `bytes` bytes through a plain Unix socket into a file.
+fn floor(bytes: u64, dir: &FsPath) -> f64 {
+    let (mut tx, mut rx) = UnixStream::pair().unwrap();
+    let path = dir.join("floor.bin");
+    let reader = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let mut file =
+                std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(&path).unwrap());
+            let mut buffer = vec![0u8; 1 << 16];
+            loop {
+                match rx.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => file.write_all(&buffer[..n]).unwrap(),
+                }
+            }
+            file.flush().unwrap();
+        })
+    };
+    let chunk = vec![0x45u8; 1 << 16];
+    let start = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        tx.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    drop(tx);
+    reader.join().unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    seconds
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks; there is nothing to list
+    }
+    let dir = std::env::temp_dir().join(format!("pcapcast-whole-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    println!("| size | backlog | logged | written (drops) | whole path | floor, same bytes | ratio | daemon CPU/packet | capture CPU/packet |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (size, backlog) in [
+        (64usize, 4 << 20),
+        (64, 512 << 20),
+        (1500, 4 << 20),
+        (1500, 512 << 20),
+    ] {
+        let run = whole_path(size, backlog, &dir);
+        let floor_seconds = floor(run.file_bytes, &dir);
+        let pps = run.written as f64 / run.seconds;
+        let mbps = run.file_bytes as f64 / run.seconds / 1e6;
+        println!(
+            "| {size} B | {} MiB | {} | {} ({}) | {:.0} packets/s, {:.0} MB/s | {:.0} MB/s | {:.2} | {:.0} ns | {:.0} ns |",
+            backlog >> 20,
+            run.packets,
+            run.written,
+            run.packets - run.written,
+            pps,
+            mbps,
+            run.file_bytes as f64 / floor_seconds / 1e6,
+            run.seconds / floor_seconds,
+            run.daemon_cpu / run.packets as f64 * 1e9,
+            run.capture_cpu / run.written.max(1) as f64 * 1e9,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
