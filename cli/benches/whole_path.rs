@@ -8,7 +8,7 @@
 //! the time runs from the first packet until `pcapcast capture` has written the file
 //! and exited. Two runs: with the default 4 MiB backlog (the datapath outruns the
 //! path, and the drops are reported), and with a backlog that holds everything (no
-//! drops: the rate the path sustains).
+//! drops: the rate the path sustains). Files are written to /dev/shm where it exists.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -142,7 +142,13 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks; there is nothing to list
     }
-    let dir = std::env::temp_dir().join(format!("pcapcast-whole-{}", std::process::id()));
+    // Files go to memory (tmpfs) where there is one, so that the disk's write-back
+    // does not decide either side of the ratio.
+    let base = match std::path::Path::new("/dev/shm") {
+        shm if shm.is_dir() => shm.to_owned(),
+        _ => std::env::temp_dir(),
+    };
+    let dir = base.join(format!("pcapcast-whole-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     println!("| size | backlog | logged | written (drops) | whole path | floor, same bytes | ratio | daemon CPU/packet | capture CPU/packet |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -153,7 +159,10 @@ fn main() {
         (1500, 512 << 20),
     ] {
         let run = whole_path(size, backlog, &dir);
-        let floor_seconds = floor(run.file_bytes, &dir);
+        // The floor's best of three: it is the reference, so give it every chance.
+        let floor_seconds = (0..3)
+            .map(|_| floor(run.file_bytes, &dir))
+            .fold(f64::INFINITY, f64::min);
         let pps = run.written as f64 / run.seconds;
         let mbps = run.file_bytes as f64 / run.seconds / 1e6;
         println!(

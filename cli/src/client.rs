@@ -182,12 +182,18 @@ where
                 ask.target
             ));
         }
+        // One timer per tick, not one per frame: arming a timer costs the reactor a
+        // wake-up, which at a million frames a second is most of the client's time.
+        let mut tick = Box::pin(sleep(TICK));
         loop {
             let next = futures_lite::future::or(async { Some(body.frame().await) }, async {
-                sleep(TICK).await;
+                tick.as_mut().await;
                 None
             })
             .await;
+            if next.is_none() {
+                tick.set(sleep(TICK));
+            }
             let event = match next {
                 Some(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => Event::Data(data),

@@ -358,6 +358,64 @@ fn a_missing_daemon_is_one_clear_line(runtime: &str) {
     assert_eq!(refused.status.code(), Some(1));
 }
 
+/// Resident memory of a process, in bytes.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// 64 readers attach and never read while the demo's datapath runs flat out: the
+/// daemon's memory stays within (outputs x backlog) plus a fixed margin, however long
+/// it runs, because a stalled output holds at most its share of the backlog.
+fn stalled_readers_keep_memory_bounded(runtime: &str) {
+    const READERS: u64 = 64;
+    const BACKLOG: u64 = 1 << 20;
+    const MARGIN: u64 = 32 << 20;
+    let dir = temp_dir("memory");
+    let demo = Demo::start(
+        runtime,
+        &dir,
+        &["--rate", "20000", "--backlog", &BACKLOG.to_string()],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = resident_bytes(demo.child.id());
+    let readers: Vec<_> = (0..READERS)
+        .map(|_| {
+            let mut stream = std::os::unix::net::UnixStream::connect(&demo.socket).unwrap();
+            std::io::Write::write_all(
+                &mut stream,
+                b"POST /capture HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    let mut peak = 0;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        peak = peak.max(resident_bytes(demo.child.id()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let bound = READERS * BACKLOG + MARGIN;
+    eprintln!(
+        "{runtime}: {READERS} stalled readers, backlog {BACKLOG} B: resident {} MiB idle, \
+         {} MiB at peak over 4 s; bound {} MiB",
+        idle >> 20,
+        peak >> 20,
+        bound >> 20
+    );
+    assert!(idle > 0 && peak >= idle, "{runtime}: memory was read");
+    assert!(
+        peak < bound,
+        "{runtime}: {peak} bytes resident with {READERS} stalled readers"
+    );
+    drop(readers);
+}
+
 macro_rules! on_both_runtimes {
     ($($test:ident),* $(,)?) => {
         mod smol {
@@ -377,6 +435,7 @@ on_both_runtimes!(
     sigint_leaves_a_whole_file,
     pcap_over_ip_reads_with_tshark,
     a_missing_daemon_is_one_clear_line,
+    stalled_readers_keep_memory_bounded,
 );
 
 #[test]

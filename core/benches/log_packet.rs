@@ -103,8 +103,18 @@ fn warm_up(capture: &Capture, packet: &[u8]) {
 /// `log_packet` with 0, 1, 4 or 16 outputs drained by another thread.
 #[divan::bench(consts = [0, 1, 4, 16], args = SIZES, threads = [1, 2])]
 fn capture<const OUTPUTS: usize>(bencher: Bencher, size: usize) {
-    let capture = Capture::new();
-    let outputs = (0..OUTPUTS)
+    drained(bencher, OUTPUTS, size);
+}
+
+/// The datapath's rate with 256 outputs attached and drained, against one.
+#[divan::bench(consts = [1, 256], args = [64, 1500])]
+fn capture_many<const OUTPUTS: usize>(bencher: Bencher, size: usize) {
+    drained(bencher, OUTPUTS, size);
+}
+
+fn drained(bencher: Bencher, outputs: usize, size: usize) {
+    let capture = Capture::builder().max_outputs(outputs.max(1)).build();
+    let outputs = (0..outputs)
         .map(|_| capture.subscribe(Options::default()))
         .collect();
     let _drainer = Drainer::start(outputs, discard);
