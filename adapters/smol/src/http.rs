@@ -116,7 +116,7 @@ impl HttpServer {
                 let served = http1::Builder::new()
                     .timer(SmolTimer::new())
                     .header_read_timeout(timeout)
-                    .serve_connection(FuturesIo::new(connection), service)
+                    .serve_connection(VectoredIo(FuturesIo::new(connection)), service)
                     .await;
                 if let Err(e) = served {
                     tracing::debug!(%peer, error = %e, "connection ended");
@@ -124,6 +124,51 @@ impl HttpServer {
             })
             .detach();
         }
+    }
+}
+
+/// smol-hyper's adapter, saying that vectored writes are welcome: hyper then queues
+/// the response's chunks and hands them to `writev` as they are, instead of copying
+/// every body chunk into one flat buffer first.
+struct VectoredIo(FuturesIo<crate::Connection>);
+
+impl hyper::rt::Read for VectoredIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for VectoredIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }
 

@@ -45,7 +45,10 @@ impl Timed {
             let timer = self
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-            timer.as_mut().reset(due);
+            // Re-arming touches the timer wheel; skip it when the deadline stands.
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
