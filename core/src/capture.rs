@@ -287,7 +287,18 @@ impl Capture {
             }
         }
         // Counted first, then placed: every record stored after this point is seen.
-        let cursor = lock(&self.shared.open).next_seq();
+        // The open batch is sealed first, so that the new output's cursor sits at a
+        // batch boundary: the next record then starts a batch and wakes it, instead of
+        // landing mid-batch where no wake-up is due.
+        let (cursor, sealed_some) = {
+            let mut open = lock(&self.shared.open);
+            let sealed_some = open.seal_into(&mut lock(&self.shared.sealed));
+            self.shared.publish(&open);
+            (open.next_seq(), sealed_some)
+        };
+        if sealed_some {
+            self.shared.batch_event.notify(usize::MAX);
+        }
         Ok(Subscription::attached(
             Arc::clone(&self.shared),
             options,

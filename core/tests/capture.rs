@@ -190,6 +190,39 @@ fn a_waiting_reader_is_woken_by_the_datapath() {
     assert_eq!(tags(&reader.join().unwrap()), [7]);
 }
 
+/// Counts wake-ups.
+struct Flag(AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn an_output_attached_mid_batch_is_woken_by_the_next_record() {
+    let capture = Capture::new();
+    let _first = capture.subscribe(Options::default());
+    log(&capture, 1);
+    log(&capture, 2); // both in the open batch, before the second output attaches
+    let mut second = capture.subscribe(Options::default());
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = Waker::from(Arc::clone(&flag));
+    let mut cx = Context::from_waker(&waker);
+    let Poll::Ready(Some(header)) = second.poll_next(&mut cx) else {
+        panic!("the header comes first");
+    };
+    assert!(second.poll_next(&mut cx).is_pending());
+    log(&capture, 3);
+    assert!(
+        flag.0.load(Ordering::SeqCst),
+        "the waiting output was not told of the record"
+    );
+    capture.close();
+    let file = [header.to_vec(), drain(&mut second)].concat();
+    assert_eq!(tags(&file), [3]);
+}
+
 #[test]
 fn threads_log_while_outputs_come_and_go() {
     const THREADS: u8 = 4;
