@@ -65,7 +65,10 @@ fn whole_path(size: usize, backlog: usize, dir: &FsPath) -> Run {
             })
         })
     };
+    let waiting = Instant::now();
     while !socket.exists() {
+        assert!(!server.is_finished(), "the server did not start");
+        assert!(waiting.elapsed() < Duration::from_secs(30), "no socket");
         std::thread::sleep(Duration::from_millis(5));
     }
     let (cpu_before, children_before) = cpu_seconds();
@@ -77,6 +80,9 @@ fn whole_path(size: usize, backlog: usize, dir: &FsPath) -> Run {
         .spawn()
         .expect("pcapcast capture");
     while capture.num_outputs() == 0 {
+        if let Some(status) = child.try_wait().expect("pcapcast capture") {
+            panic!("pcapcast capture ended before attaching: {status}");
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
     let packet = vec![0x45u8; size];
@@ -159,6 +165,12 @@ fn main() {
         (1500, 512 << 20),
     ] {
         let run = whole_path(size, backlog, &dir);
+        if backlog >= 512 << 20 {
+            assert_eq!(
+                run.written, run.packets,
+                "a backlog that holds the burst loses nothing"
+            );
+        }
         // The floor's best of three: it is the reference, so give it every chance.
         let floor_seconds = (0..3)
             .map(|_| floor(run.file_bytes, &dir))

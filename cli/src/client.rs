@@ -11,7 +11,7 @@ use hyper::Request;
 use crate::target::Target;
 use crate::RuntimeKind;
 
-/// How often the handler hears from the client when no data comes (for limits,
+/// How often the handler hears a tick from the client, data or not (for limits,
 /// signals and the live line).
 pub const TICK: Duration = Duration::from_millis(100);
 
@@ -84,20 +84,36 @@ async fn run_smol(ask: &Ask, handler: impl FnMut(Event) -> Next) -> Result<End, 
     };
     match &ask.target {
         Target::Unix(path) => {
-            // async-io's own Unix stream: async-net's wrapper was seen to lose a write
-            // wake-up when one task reads and writes the same socket (see net.rs).
+            // async-io's own streams: the smol adapter's notes (net.rs) say why.
             let stream = async_io::Async::<std::os::unix::net::UnixStream>::connect(path)
                 .await
                 .map_err(|e| connect_error(&ask.target, &e))?;
             session(FuturesIo::new(stream), sleep, ask, handler).await
         }
         Target::Tcp(addr) => {
-            let stream = async_net::TcpStream::connect(addr.as_str())
+            let stream = connect_tcp(addr)
                 .await
                 .map_err(|e| connect_error(&ask.target, &e))?;
             session(FuturesIo::new(stream), sleep, ask, handler).await
         }
     }
+}
+
+/// Connects to the first address `addr` ("host:port") resolves to that answers.
+async fn connect_tcp(addr: &str) -> std::io::Result<async_io::Async<std::net::TcpStream>> {
+    use std::net::ToSocketAddrs;
+    let mut last = std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("{addr} resolves to no address"),
+    );
+    // A capture endpoint is local or named in /etc/hosts: resolving blocks briefly.
+    for candidate in addr.to_socket_addrs()? {
+        match async_io::Async::<std::net::TcpStream>::connect(candidate).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 async fn run_tokio(ask: &Ask, handler: impl FnMut(Event) -> Next) -> Result<End, String> {

@@ -391,6 +391,13 @@ fn stalled_readers_keep_memory_bounded(runtime: &str) {
                 b"POST /capture HTTP/1.1\r\nHost: localhost\r\n\r\n",
             )
             .unwrap();
+            // Attached for sure: the answer has begun. Then this reader reads no more.
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let mut status = [0u8; 12];
+            std::io::Read::read_exact(&mut stream, &mut status).unwrap();
+            assert_eq!(&status, b"HTTP/1.1 200", "{runtime}");
             stream
         })
         .collect();
@@ -408,7 +415,7 @@ fn stalled_readers_keep_memory_bounded(runtime: &str) {
         peak >> 20,
         bound >> 20
     );
-    assert!(idle > 0 && peak >= idle, "{runtime}: memory was read");
+    assert!(idle > 0, "{runtime}: resident memory was read");
     assert!(
         peak < bound,
         "{runtime}: {peak} bytes resident with {READERS} stalled readers"

@@ -94,6 +94,7 @@ fn main() {
     for round in 0..4 {
         let with_stalled = round % 2 == 1;
         let run = run(with_stalled);
+        assert_eq!(run.fast_lost, 0, "the drained output lost records");
         let at = |p| percentile(&run.nanos, p).saturating_sub(overhead);
         println!(
             "| {} | {} ns | {} ns | {} ns | {} ns | {} ({}) | {} |",

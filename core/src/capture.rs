@@ -287,18 +287,11 @@ impl Capture {
             }
         }
         // Counted first, then placed: every record stored after this point is seen.
-        // The open batch is sealed first, so that the new output's cursor sits at a
-        // batch boundary: the next record then starts a batch and wakes it, instead of
-        // landing mid-batch where no wake-up is due.
-        let (cursor, sealed_some) = {
+        let cursor = {
             let mut open = lock(&self.shared.open);
-            let sealed_some = open.seal_into(&mut lock(&self.shared.sealed));
-            self.shared.publish(&open);
-            (open.next_seq(), sealed_some)
+            open.wake_on_next_record();
+            open.next_seq()
         };
-        if sealed_some {
-            self.shared.batch_event.notify(usize::MAX);
-        }
         Ok(Subscription::attached(
             Arc::clone(&self.shared),
             options,

@@ -89,6 +89,9 @@ pub(crate) struct Open {
     pub(crate) clamped: u64,
     /// Batch buffers allocated because no evicted one could be reused.
     fresh_buffers: u64,
+    /// An output attached while this batch held records: it waits for a record that
+    /// would otherwise land mid-batch, where no wake-up is due.
+    wake_next: bool,
 }
 
 /// Sealed batches, under the readers' lock. The datapath takes it once a batch.
@@ -125,7 +128,14 @@ impl Open {
             logged: 0,
             clamped: 0,
             fresh_buffers: 0,
+            wake_next: false,
         }
+    }
+
+    /// Makes the next append wake the readers waiting for any record, as the first
+    /// record of a batch does.
+    pub(crate) fn wake_on_next_record(&mut self) {
+        self.wake_next = self.records > 0;
     }
 
     /// Sequence number the next record will get.
@@ -175,7 +185,7 @@ impl Open {
         self.max_incl = self.max_incl.max(incl);
         self.logged += 1;
         self.clamped += u64::from(clamped);
-        wake.data_readers = self.records == 1;
+        wake.data_readers = self.records == 1 || std::mem::take(&mut self.wake_next);
         if self.buffer.len() >= self.batch_bytes - self.batch_bytes / 8 {
             wake.batch_readers |= self.seal_into(&mut lock(sealed));
         }

@@ -190,7 +190,7 @@ fn a_waiting_reader_is_woken_by_the_datapath() {
     assert_eq!(tags(&reader.join().unwrap()), [7]);
 }
 
-/// Counts wake-ups.
+/// Remembers whether it was woken.
 struct Flag(AtomicBool);
 
 impl std::task::Wake for Flag {

@@ -255,6 +255,33 @@ fn tcp_checks_host_and_token<R: Runtime>() {
     assert!(wait_until(Duration::from_secs(5), || capture.num_outputs() == 1));
     capture.close();
     assert_eq!(ok.join().unwrap().status, 200);
+
+    // Off loopback (every address), with the token the server must then have: a
+    // request without it gets 401, a foreign Host 403, and nothing attaches.
+    let capture = Capture::new();
+    let config = HttpConfig {
+        token: Some("s3cret".into()),
+        ..HttpConfig::default()
+    };
+    let wide = R::serve_http(
+        capture.clone(),
+        Endpoint::Tcp("0.0.0.0:0".parse().unwrap()),
+        config,
+    );
+    let ep = &wide.endpoint;
+    assert_eq!(post(ep, "/capture", "localhost", "").unwrap().status, 401);
+    assert_eq!(
+        post(
+            ep,
+            "/capture",
+            "evil.example",
+            "Authorization: Bearer s3cret\r\n"
+        )
+        .unwrap()
+        .status,
+        403
+    );
+    assert_eq!(capture.num_outputs(), 0);
 }
 
 fn slow_headers_are_cut_off<R: Runtime>() {
