@@ -153,6 +153,15 @@ impl Open {
         self.next_seq() > cursor
     }
 
+    /// Whether an output attached mid-batch waits for this record; a plain load when not.
+    fn take_wake_next(&mut self) -> bool {
+        if self.wake_next {
+            self.wake_next = false;
+            return true;
+        }
+        false
+    }
+
     /// Appends one record; `sealed` is locked only when a batch is sealed.
     pub(crate) fn append(
         &mut self,
@@ -185,7 +194,7 @@ impl Open {
         self.max_incl = self.max_incl.max(incl);
         self.logged += 1;
         self.clamped += u64::from(clamped);
-        wake.data_readers = self.records == 1 || std::mem::take(&mut self.wake_next);
+        wake.data_readers = self.records == 1 || self.take_wake_next();
         if self.buffer.len() >= self.batch_bytes - self.batch_bytes / 8 {
             wake.batch_readers |= self.seal_into(&mut lock(sealed));
         }
@@ -207,6 +216,8 @@ impl Open {
         };
         self.first_seq = batch.end_seq();
         self.records = 0;
+        // The next record starts a batch, which wakes every waiting output anyway.
+        self.wake_next = false;
         sealed.push(batch);
         true
     }
