@@ -198,8 +198,8 @@ where
                 ask.target
             ));
         }
-        // One timer per tick, not one per frame: arming a timer costs the reactor a
-        // wake-up, which at a million frames a second is most of the client's time.
+        // One timer per tick, not one per frame: arming a timer takes the reactor's
+        // timer lock and wakes the reactor, work that need not be done per frame.
         let mut tick = Box::pin(sleep(TICK));
         loop {
             let next = futures_lite::future::or(async { Some(body.frame().await) }, async {
