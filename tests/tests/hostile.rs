@@ -216,6 +216,96 @@ fn readers_hang_up_mid_record_a_thousand_times<R: Runtime>() {
     );
 }
 
+/// How a quiet client leaves.
+#[derive(Debug, Clone, Copy)]
+enum Leave {
+    /// It closes the socket.
+    Close,
+    /// It shuts down its sending side and waits.
+    ShutdownWrite,
+}
+
+/// A blocking client socket that can shut down one side.
+enum Client {
+    Unix(std::os::unix::net::UnixStream),
+    Tcp(std::net::TcpStream),
+}
+
+impl Client {
+    fn connect(endpoint: &Endpoint) -> Client {
+        match endpoint {
+            Endpoint::Unix(path) => {
+                Client::Unix(std::os::unix::net::UnixStream::connect(path).unwrap())
+            }
+            Endpoint::Tcp(addr) => Client::Tcp(std::net::TcpStream::connect(addr).unwrap()),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        match self {
+            Client::Unix(s) => s.write_all(bytes).unwrap(),
+            Client::Tcp(s) => s.write_all(bytes).unwrap(),
+        }
+    }
+
+    fn shutdown_write(&self) {
+        match self {
+            Client::Unix(s) => s.shutdown(std::net::Shutdown::Write).unwrap(),
+            Client::Tcp(s) => s.shutdown(std::net::Shutdown::Write).unwrap(),
+        }
+    }
+}
+
+/// Clients that leave while the datapath logs nothing: no write will fail for them, so
+/// the server has to notice from the socket itself, or their outputs stay attached.
+fn quiet_clients_that_leave_are_detached<R: Runtime>() {
+    let capture = Capture::new();
+    let dir = temp_dir("quiet");
+    let http = R::serve_http(
+        capture.clone(),
+        Endpoint::Unix(dir.join("h.sock")),
+        HttpConfig::default(),
+    );
+    let poip_unix = R::serve_pcap_over_ip(capture.clone(), Endpoint::Unix(dir.join("p.sock")));
+    let poip_tcp = R::serve_pcap_over_ip(
+        capture.clone(),
+        Endpoint::Tcp("127.0.0.1:0".parse().unwrap()),
+    );
+    let request: &[u8] = b"POST /capture HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let servers = [
+        ("HTTP", &http.endpoint, request),
+        ("PCAP-over-IP on Unix", &poip_unix.endpoint, &[][..]),
+        ("PCAP-over-IP on TCP", &poip_tcp.endpoint, &[][..]),
+    ];
+    for (name, endpoint, request) in servers {
+        for leave in [Leave::Close, Leave::ShutdownWrite] {
+            let mut client = Client::connect(endpoint);
+            client.send(request);
+            assert!(
+                wait_until(Duration::from_secs(10), || capture.num_outputs() == 1),
+                "{}: {name}: the output never attached",
+                R::NAME
+            );
+            let kept = match leave {
+                Leave::Close => {
+                    drop(client);
+                    None
+                }
+                Leave::ShutdownWrite => {
+                    client.shutdown_write();
+                    Some(client)
+                }
+            };
+            assert!(
+                wait_until(Duration::from_secs(10), || capture.num_outputs() == 0),
+                "{}: {name}: after {leave:?} the output stayed attached",
+                R::NAME
+            );
+            drop(kept);
+        }
+    }
+}
+
 fn many_outputs<R: Runtime>(per_kind: usize) {
     let capture = Capture::builder()
         .max_outputs(4 * per_kind)
@@ -349,6 +439,10 @@ macro_rules! hostile {
             #[test]
             fn thousand_hangups() {
                 readers_hang_up_mid_record_a_thousand_times::<$rt>();
+            }
+            #[test]
+            fn quiet_clients_leave() {
+                quiet_clients_that_leave_are_detached::<$rt>();
             }
             #[test]
             fn outputs_256() {

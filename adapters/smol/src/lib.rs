@@ -37,6 +37,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod hang_up;
 mod http;
 mod net;
 mod pcap_over_ip;

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path as FsPath, PathBuf};
 use std::pin::Pin;
@@ -119,6 +120,16 @@ impl Listener {
                 let (stream, addr) = listener.accept().await?;
                 Ok((Connection::Tcp(stream), Peer::Tcp(addr)))
             }
+        }
+    }
+}
+
+impl Connection {
+    /// A second descriptor for the socket.
+    pub(crate) fn duplicate_fd(&self) -> io::Result<OwnedFd> {
+        match self {
+            Connection::Unix(s) => s.as_fd().try_clone_to_owned(),
+            Connection::Tcp(s) => s.as_fd().try_clone_to_owned(),
         }
     }
 }

@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+mod hang_up;
 mod http;
 mod net;
 mod pcap_over_ip;

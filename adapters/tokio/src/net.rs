@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path as FsPath, PathBuf};
 use std::pin::Pin;
@@ -111,6 +112,23 @@ impl Listener {
                 Ok((Connection::Tcp(stream), Peer::Tcp(addr)))
             }
         }
+    }
+}
+
+impl Connection {
+    /// The same socket through a second descriptor, registered on its own. The
+    /// duplicate shares the open file, so it is non-blocking as `from_std` requires.
+    pub(crate) fn duplicate(&self) -> io::Result<Connection> {
+        Ok(match self {
+            Connection::Unix(s) => {
+                let fd = s.as_fd().try_clone_to_owned()?;
+                Connection::Unix(UnixStream::from_std(fd.into())?)
+            }
+            Connection::Tcp(s) => {
+                let fd = s.as_fd().try_clone_to_owned()?;
+                Connection::Tcp(TcpStream::from_std(fd.into())?)
+            }
+        })
     }
 }
 

@@ -4,12 +4,18 @@ use std::io;
 
 use pcapcast_core::{Capture, Options};
 
-use crate::{stream_to, Listener};
+use crate::hang_up::HangUp;
+use crate::write::stream_until;
+use crate::Listener;
 
 /// Serves the seed-format stream to every connection on `listener`, as
 /// `tshark -i TCP@HOST:PORT` expects. The stream carries no authentication, so a TCP
 /// listener must be on loopback; a Unix socket made by [`Listener::bind_unix`] is
 /// private to its user.
+///
+/// Clients are expected to send nothing: what they send is discarded, and one that
+/// closes its sending side is taken to have left, so its output is detached even when
+/// the datapath is quiet.
 ///
 /// # Errors
 ///
@@ -29,8 +35,9 @@ pub async fn serve_pcap_over_ip(capture: Capture, listener: Listener) -> io::Res
         match capture.try_subscribe(Options::default()) {
             Ok(subscription) => {
                 tracing::info!(%peer, "PCAP-over-IP output attached");
+                let hang_up = HangUp::watch(&connection);
                 tokio::spawn(async move {
-                    match stream_to(subscription, connection).await {
+                    match stream_until(subscription, connection, hang_up).await {
                         Ok(stats) => {
                             tracing::info!(%peer, records = stats.records, dropped = stats.dropped, "PCAP-over-IP output ended")
                         }

@@ -1,7 +1,10 @@
 //! Streaming one output into a writer.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::{pin, Pin};
+use std::task::Poll;
 
 use bytes::{Buf, Bytes};
 use pcapcast_core::{OutputStats, Subscription, WriteError};
@@ -18,17 +21,29 @@ use crate::Timed;
 ///
 /// A [`WriteError`] when the writer fails; the output is detached, and the capture and
 /// its other outputs go on.
-pub async fn stream_to<W>(
-    subscription: Subscription,
-    mut writer: W,
-) -> Result<OutputStats, WriteError>
+pub async fn stream_to<W>(subscription: Subscription, writer: W) -> Result<OutputStats, WriteError>
 where
     W: AsyncWrite + Unpin,
 {
+    stream_until(subscription, writer, std::future::pending()).await
+}
+
+/// [`stream_to`], ended early by `hang_up`'s error if it resolves while the output
+/// waits for records.
+pub(crate) async fn stream_until<W, H>(
+    subscription: Subscription,
+    mut writer: W,
+    hang_up: H,
+) -> Result<OutputStats, WriteError>
+where
+    W: AsyncWrite + Unpin,
+    H: Future<Output = io::Error>,
+{
     let mut timed = Timed::new(subscription);
     let mut pieces = VecDeque::new();
+    let mut hang_up = pin!(hang_up);
     let result = async {
-        while let Some(first) = poll_fn(|cx| timed.poll_due(cx)).await {
+        while let Some(first) = due_or_hang_up(&mut timed, hang_up.as_mut()).await? {
             pieces.push_back(first);
             while let Some(more) = timed.subscription().next_ready() {
                 pieces.push_back(more);
@@ -44,6 +59,19 @@ where
         Ok(()) => Ok(stats),
         Err(source) => Err(WriteError { stats, source }),
     }
+}
+
+/// The next bytes due, or the hang-up's error. The watch is polled only while nothing
+/// is due, so a busy stream does not pay for it.
+async fn due_or_hang_up<H>(timed: &mut Timed, mut hang_up: Pin<&mut H>) -> io::Result<Option<Bytes>>
+where
+    H: Future<Output = io::Error>,
+{
+    poll_fn(|cx| match timed.poll_due(cx) {
+        Poll::Ready(due) => Poll::Ready(Ok(due)),
+        Poll::Pending => hang_up.as_mut().poll(cx).map(Err),
+    })
+    .await
 }
 
 /// Writes every piece, many per system call.
