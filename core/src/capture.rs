@@ -287,15 +287,16 @@ impl Capture {
             }
         }
         // Counted first, then placed: every record stored after this point is seen.
-        let cursor = {
+        let (cursor, kinds) = {
             let mut open = lock(&self.shared.open);
             open.wake_on_next_record();
-            open.next_seq()
+            (open.next_seq(), open.kinds())
         };
         Ok(Subscription::attached(
             Arc::clone(&self.shared),
             options,
             cursor,
+            kinds,
         ))
     }
 

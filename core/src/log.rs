@@ -22,6 +22,12 @@ pub(crate) const MAX_STORED_PACKET: usize = MAX_SNAPLEN as usize - PATH_LEN;
 /// Evicted buffers kept for reuse.
 const MAX_SPARE: usize = 4;
 
+/// Records counted per path kind ([`Path::kind_index`]), from the capture's start up to
+/// some sequence number. The difference of two tells how many records of each kind lie
+/// between them, after their bytes are gone: an output that keeps some paths counts as
+/// lost only the evicted records of those.
+pub(crate) type KindCounts = [u64; Path::KINDS];
+
 /// A sealed run of records: `data` in the seed layout (microseconds, snaplen 262144);
 /// `sub_micros` the nanoseconds below the microsecond of each record, as `u16` LE.
 #[derive(Clone, Debug)]
@@ -32,6 +38,8 @@ pub(crate) struct Batch {
     pub(crate) sub_micros: Bytes,
     /// The largest `incl_len` among the records: whether a snaplen cuts none of them.
     pub(crate) max_incl: u32,
+    /// Records per path kind before `end_seq`.
+    pub(crate) kinds_to_end: KindCounts,
 }
 
 impl Batch {
@@ -84,6 +92,8 @@ pub(crate) struct Open {
     first_seq: u64,
     records: u32,
     max_incl: u32,
+    /// Records per path kind before `next_seq`.
+    kinds: KindCounts,
     pub(crate) closed: bool,
     pub(crate) logged: u64,
     pub(crate) clamped: u64,
@@ -103,6 +113,8 @@ pub(crate) struct Sealed {
     /// Sequence number of the first record not sealed yet.
     end_seq: u64,
     spare: Vec<BytesMut>,
+    /// Records per path kind before [`Sealed::oldest_seq`].
+    kinds_to_oldest: KindCounts,
     pub(crate) closed: bool,
 }
 
@@ -124,6 +136,7 @@ impl Open {
             first_seq: 0,
             records: 0,
             max_incl: 0,
+            kinds: [0; Path::KINDS],
             closed: false,
             logged: 0,
             clamped: 0,
@@ -141,6 +154,11 @@ impl Open {
     /// Sequence number the next record will get.
     pub(crate) fn next_seq(&self) -> u64 {
         self.first_seq + u64::from(self.records)
+    }
+
+    /// Records per path kind before [`Open::next_seq`].
+    pub(crate) fn kinds(&self) -> KindCounts {
+        self.kinds
     }
 
     /// Sequence number of the first record not sealed yet.
@@ -192,6 +210,7 @@ impl Open {
         self.sub_micros.put_u16_le((ts.nanos() % 1_000) as u16);
         self.records += 1;
         self.max_incl = self.max_incl.max(incl);
+        self.kinds[path.kind_index()] += 1;
         self.logged += 1;
         self.clamped += u64::from(clamped);
         wake.data_readers = self.records == 1 || self.take_wake_next();
@@ -213,6 +232,7 @@ impl Open {
             data: self.buffer.split().freeze(),
             sub_micros: self.sub_micros.split().freeze(),
             max_incl: std::mem::take(&mut self.max_incl),
+            kinds_to_end: self.kinds,
         };
         self.first_seq = batch.end_seq();
         self.records = 0;
@@ -243,6 +263,7 @@ impl Sealed {
             bytes: 0,
             end_seq: 0,
             spare: Vec::new(),
+            kinds_to_oldest: [0; Path::KINDS],
             closed: false,
         }
     }
@@ -250,6 +271,11 @@ impl Sealed {
     /// Sequence number of the oldest record still held.
     pub(crate) fn oldest_seq(&self) -> u64 {
         self.queue.front().map_or(self.end_seq, |b| b.first_seq)
+    }
+
+    /// Records per path kind before [`Sealed::oldest_seq`].
+    pub(crate) fn kinds_to_oldest(&self) -> &KindCounts {
+        &self.kinds_to_oldest
     }
 
     /// Sequence number of the first record not sealed yet.
@@ -267,6 +293,7 @@ impl Sealed {
                 break;
             };
             self.bytes -= old.data.len();
+            self.kinds_to_oldest = old.kinds_to_end;
             self.recycle(old.data);
         }
     }

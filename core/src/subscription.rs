@@ -14,9 +14,9 @@ use event_listener::EventListener;
 use futures_core::Stream;
 
 use crate::capture::Shared;
-use crate::log::{self, lock, Batch, Sealed};
+use crate::log::{self, lock, Batch, KindCounts, Sealed};
 use crate::pcap::RECORD_HEADER_LEN;
-use crate::{Encoder, FlushSchedule, Options};
+use crate::{Encoder, FlushSchedule, Options, Path};
 
 /// Counters of one output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub struct Subscription {
     encoder: Encoder,
     attached: bool,
     cursor: u64,
+    /// Records per path kind before the cursor, to count losses by the paths kept.
+    kinds_to_cursor: KindCounts,
     header_sent: bool,
     ended: bool,
     ready: VecDeque<Bytes>,
@@ -83,11 +85,17 @@ enum Awaited {
 }
 
 impl Subscription {
-    pub(crate) fn attached(shared: Arc<Shared>, options: Options, cursor: u64) -> Subscription {
+    pub(crate) fn attached(
+        shared: Arc<Shared>,
+        options: Options,
+        cursor: u64,
+        kinds_to_cursor: KindCounts,
+    ) -> Subscription {
         let mut subscription = Subscription::ended(shared, options);
         subscription.attached = true;
         subscription.ended = false;
         subscription.cursor = cursor;
+        subscription.kinds_to_cursor = kinds_to_cursor;
         subscription
     }
 
@@ -98,6 +106,7 @@ impl Subscription {
             encoder: Encoder::new(options),
             attached: false,
             cursor: 0,
+            kinds_to_cursor: [0; Path::KINDS],
             header_sent: false,
             ended: true,
             ready: VecDeque::new(),
@@ -262,16 +271,34 @@ impl Subscription {
         }
     }
 
-    /// Skips what the backlog no longer holds, counting it as lost.
+    /// Skips what the backlog no longer holds, counting as lost the records of the
+    /// paths this output keeps. Paths without a name share one count: an output that
+    /// keeps some of them counts the loss of any.
     fn catch_up(&mut self, sealed: &Sealed) {
         let oldest = sealed.oldest_seq();
-        if self.cursor < oldest {
-            self.lose(oldest - self.cursor);
-            self.cursor = oldest;
+        if self.cursor >= oldest {
+            return;
         }
+        let to_oldest = sealed.kinds_to_oldest();
+        let options = self.encoder.options();
+        let lost = if options.keeps_all() {
+            oldest - self.cursor
+        } else {
+            Path::ALL_KINDS
+                .iter()
+                .filter(|kind| keeps_kind(options, **kind))
+                .map(|kind| to_oldest[kind.kind_index()] - self.kinds_to_cursor[kind.kind_index()])
+                .sum()
+        };
+        self.lose(lost);
+        self.cursor = oldest;
+        self.kinds_to_cursor = *to_oldest;
     }
 
     fn lose(&mut self, records: u64) {
+        if records == 0 {
+            return;
+        }
         self.stats.dropped += records;
         self.unreported_drops += records;
         self.shared.dropped.fetch_add(records, Ordering::Relaxed);
@@ -294,6 +321,7 @@ impl Subscription {
             self.ready.push_back(batch.data.clone());
             self.unreported_drops = 0;
             self.cursor = batch.end_seq();
+            self.kinds_to_cursor = batch.kinds_to_end;
             return;
         }
         let base = batch.data.as_ptr() as usize;
@@ -334,6 +362,7 @@ impl Subscription {
             self.unreported_drops = 0;
         }
         self.cursor = batch.end_seq();
+        self.kinds_to_cursor = batch.kinds_to_end;
     }
 
     fn end_run(&mut self, batch: &Batch, run: &mut Option<Range<usize>>) {
@@ -352,6 +381,16 @@ impl Subscription {
         if std::mem::take(&mut self.attached) {
             self.shared.detach();
         }
+    }
+}
+
+/// Whether `options` keep records of `kind`: for [`Path::Other`], any unnamed path.
+fn keeps_kind(options: &Options, kind: Path) -> bool {
+    match kind {
+        Path::Other(_) => options
+            .kept_paths()
+            .is_none_or(|mut kept| kept.any(|path| matches!(path, Path::Other(_)))),
+        named => options.keeps(named),
     }
 }
 

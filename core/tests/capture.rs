@@ -125,6 +125,45 @@ fn a_lagging_output_loses_its_oldest_records_alone_and_counts_them() {
 }
 
 #[test]
+fn an_output_that_keeps_some_paths_counts_only_their_losses() {
+    let capture = Capture::builder()
+        .batch_bytes(4096)
+        .backlog_bytes(8192)
+        .build();
+    let mut peer_only = capture.subscribe(
+        Options::new()
+            .format(Format::Pcapng)
+            .paths([Path::FromPeer]),
+    );
+    let mut every_path = capture.subscribe(Options::default());
+    let peer = |i: u32| i % 4 == 0;
+    for i in 0..1000u32 {
+        let path = if peer(i) {
+            Path::FromPeer
+        } else {
+            Path::FromLocal
+        };
+        capture.log_packet(path, UNIX_EPOCH, &i.to_le_bytes().repeat(25));
+    }
+    capture.close();
+    let peer_file = support::parse(&drain(&mut peer_only));
+    let every_file = support::parse(&drain(&mut every_path));
+    let peer_logged = (0..1000).filter(|i| peer(*i)).count() as u64;
+    assert!(peer_only.dropped() > 0);
+    assert_eq!(
+        peer_file.records.len() as u64 + peer_only.dropped(),
+        peer_logged
+    );
+    assert_eq!(every_file.records.len() as u64 + every_path.dropped(), 1000);
+    let shown: u64 = peer_file.records.iter().map(|r| r.drops).sum();
+    assert_eq!(shown, peer_only.dropped(), "pcapng shows the loss");
+    assert_eq!(
+        capture.stats().dropped,
+        peer_only.dropped() + every_path.dropped()
+    );
+}
+
+#[test]
 fn default_outputs_share_the_stored_bytes() {
     let capture = Capture::new();
     let mut a = capture.subscribe(Options::default());
@@ -182,12 +221,24 @@ fn records_are_held_back_until_the_flush_interval_or_a_full_batch() {
 fn a_waiting_reader_is_woken_by_the_datapath() {
     let capture = Capture::new();
     let mut output = capture.subscribe(Options::default());
-    let reader = std::thread::spawn(move || drain(&mut output));
-    std::thread::sleep(Duration::from_millis(50));
+    let (got, record) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let header = block_on(output.next()).expect("the header");
+        got.send(header).unwrap();
+        // Parks until the datapath's wake-up; close() would wake it too, so the record
+        // must arrive before the capture is closed.
+        let record = block_on(output.next()).expect("a record");
+        got.send(record).unwrap();
+    });
+    let header = record.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(50)); // the reader parks
     log(&capture, 7);
-    std::thread::sleep(Duration::from_millis(50));
+    let bytes = record
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the datapath woke the waiting reader");
     capture.close();
-    assert_eq!(tags(&reader.join().unwrap()), [7]);
+    reader.join().unwrap();
+    assert_eq!(tags(&[header.to_vec(), bytes.to_vec()].concat()), [7]);
 }
 
 /// Remembers whether it was woken.
@@ -263,9 +314,11 @@ fn threads_log_while_outputs_come_and_go() {
                             None => break,
                         }
                     }
+                    let lost = output.dropped();
                     drop(output);
                     let file = support::parse(&bytes);
                     let mut last = [None::<u32>; THREADS as usize];
+                    let mut gaps = 0;
                     for record in &file.records {
                         let thread = record.packet[0] as usize;
                         let seq = u32::from_le_bytes(record.packet[1..5].try_into().unwrap());
@@ -273,10 +326,12 @@ fn threads_log_while_outputs_come_and_go() {
                             last[thread].is_none_or(|prev| seq > prev),
                             "order kept per thread"
                         );
+                        gaps += last[thread].map_or(0, |prev| u64::from(seq - prev - 1));
                         last[thread] = Some(seq);
                     }
+                    // Every record missing between two that arrived was counted as lost.
+                    assert!(gaps <= lost, "{gaps} records missing, {lost} counted");
                 }
-                rounds
             })
         })
         .collect();
@@ -286,7 +341,7 @@ fn threads_log_while_outputs_come_and_go() {
     done.store(true, Ordering::Relaxed);
     capture.close();
     for reader in readers {
-        assert!(reader.join().unwrap() > 0);
+        reader.join().expect("a reader's checks failed");
     }
     assert_eq!(capture.num_outputs(), 0);
 }
