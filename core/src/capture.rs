@@ -68,8 +68,10 @@ impl Shared {
 /// The capture handle shared by the datapath and the servers.
 ///
 /// `log_packet` is the datapath's one call: with no output attached it reads one atomic
-/// word and returns; with outputs it copies the packet once into a shared backlog, under
-/// a lock that readers hold only to clone batch handles, and never waits for a reader.
+/// word and returns; with outputs it copies the packet once into a shared backlog and
+/// never waits for a reader to read. The backlog's lock is shared by the datapath's
+/// threads; a reader takes it only to seal a partial batch that is due (a few pointer
+/// moves), so the datapath may wait that long, never for a reader's I/O.
 /// Each output is a [`Subscription`]: a byte stream in its own format.
 ///
 /// # Examples
@@ -213,9 +215,9 @@ impl Capture {
         Builder::default()
     }
 
-    /// Logs a packet seen on `path` at `when`. Never blocks on a reader, never panics;
-    /// with no output attached it does nothing but read one atomic word. The packet is
-    /// copied once (at most 262142 bytes of it), whatever the number of outputs.
+    /// Logs a packet seen on `path` at `when`. Never waits for a reader to read, never
+    /// panics; with no output attached it does nothing but read one atomic word. The
+    /// packet is copied once (at most 262142 bytes of it), whatever the number of outputs.
     #[inline(always)]
     pub fn log_packet(&self, path: Path, when: SystemTime, packet: &[u8]) {
         let state = self.shared.state.load(Ordering::Relaxed);

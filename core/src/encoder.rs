@@ -90,8 +90,8 @@ impl Encoder {
     }
 
     /// Appends one record for a packet logged at `when`; a time outside what the format
-    /// holds saturates. Filtering by path is the caller's: see [`Options::keeps`].
-    /// Returns the bytes appended.
+    /// holds saturates. Returns the bytes appended: none for a path this output does not
+    /// write (see [`Encoder::writes`]).
     pub fn put_record(
         &self,
         out: &mut BytesMut,
@@ -99,8 +99,27 @@ impl Encoder {
         when: SystemTime,
         packet: &[u8],
     ) -> usize {
+        if !self.writes(path) {
+            return 0;
+        }
         let (ts, _) = Timestamp::from_system_time(when);
         self.put_stored(out, path, ts, packet, packet.len(), 0)
+    }
+
+    /// Whether this output writes records of `path`: a path its options keep, and for
+    /// [`Format::RawIp`] only a path that carries IP (a Disco frame or an unnamed
+    /// path's payload would read as a malformed IP packet there).
+    pub fn writes(&self, path: Path) -> bool {
+        self.options.keeps(path) && self.format_holds(path)
+    }
+
+    /// Whether this output writes records of some path of `kind`'s kind.
+    pub(crate) fn writes_kind(&self, kind: Path) -> bool {
+        keeps_kind(&self.options, kind) && self.format_holds(kind)
+    }
+
+    fn format_holds(&self, path: Path) -> bool {
+        self.options.get_format() != Format::RawIp || path.carries_ip()
     }
 
     /// Appends one record of a packet of `orig_len` bytes of which `packet` was kept,

@@ -273,10 +273,13 @@ pub fn parse_query(query: &str) -> Result<Options, Error> {
                     .map_err(|e| invalid(e.to_string()))?,
             ),
             "snaplen" => {
-                let n: u32 = value
+                let n: u64 = value
                     .parse()
                     .map_err(|_| invalid(format!("{value:?} is not a number")))?;
-                options.snaplen(n).map_err(|e| invalid(e.to_string()))?
+                u32::try_from(n)
+                    .map_err(|_| Error::SnaplenOutOfRange { snaplen: n })
+                    .and_then(|n| options.snaplen(n))
+                    .map_err(|e| invalid(e.to_string()))?
             }
             "paths" => {
                 let paths = value
@@ -328,6 +331,10 @@ fn percent_decode(value: &str) -> Option<String> {
         match bytes[i] {
             b'%' => {
                 let hex = value.get(i + 1..i + 3)?;
+                // from_str_radix alone would take a sign: "%+5".
+                if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
             }
@@ -403,6 +410,26 @@ mod tests {
             panic!("refused expected");
         };
         assert!(reason.contains("snaplen"), "{reason}");
+    }
+
+    #[test]
+    fn a_number_too_big_is_out_of_range_not_garbage() {
+        let Err(e) = parse_query("snaplen=4294967296") else {
+            panic!("refused expected");
+        };
+        let reason = e.to_string();
+        assert!(reason.contains("4294967296 is out of range"), "{reason}");
+    }
+
+    #[test]
+    fn percent_escapes_take_two_hex_digits_and_no_sign() {
+        assert!(parse_query("format=%+5").is_err());
+        assert!(parse_query("format=%-1").is_err());
+        assert!(parse_query("format=%7").is_err());
+        assert_eq!(
+            parse_query("format=%70cap").unwrap().get_format(),
+            Format::Pcap
+        );
     }
 
     #[test]

@@ -207,7 +207,14 @@ fn epb_drops(block: &[u8], big_endian: bool) -> u64 {
         return 0;
     };
     let captured = read_u32(&fixed[12..16], big_endian) as usize;
-    let start = FIXED + captured.div_ceil(4) * 4;
+    // Checked: a captured length near u32::MAX would overflow a 32-bit usize.
+    let Some(start) = captured
+        .div_ceil(4)
+        .checked_mul(4)
+        .and_then(|padded| padded.checked_add(FIXED))
+    else {
+        return 0;
+    };
     let mut options = block
         .get(start..block.len().saturating_sub(4))
         .unwrap_or(&[]);

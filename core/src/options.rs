@@ -14,6 +14,8 @@ pub enum Format {
     #[default]
     Pcap,
     /// Classic pcap, `LINKTYPE_RAW`: bare IP packets that open anywhere; the path is lost.
+    /// Records of paths that do not carry IP (Disco, unnamed paths) are left out, as
+    /// if the output did not keep those paths.
     RawIp,
     /// pcapng: one interface per path, direction flags and drop counts.
     Pcapng,

@@ -280,16 +280,11 @@ impl Subscription {
             return;
         }
         let to_oldest = sealed.kinds_to_oldest();
-        let options = self.encoder.options();
-        let lost = if options.keeps_all() {
-            oldest - self.cursor
-        } else {
-            Path::ALL_KINDS
-                .iter()
-                .filter(|kind| keeps_kind(options, **kind))
-                .map(|kind| to_oldest[kind.kind_index()] - self.kinds_to_cursor[kind.kind_index()])
-                .sum()
-        };
+        let lost = Path::ALL_KINDS
+            .iter()
+            .filter(|kind| self.encoder.writes_kind(**kind))
+            .map(|kind| to_oldest[kind.kind_index()] - self.kinds_to_cursor[kind.kind_index()])
+            .sum();
         self.lose(lost);
         self.cursor = oldest;
         self.kinds_to_cursor = *to_oldest;
@@ -327,7 +322,7 @@ impl Subscription {
         let base = batch.data.as_ptr() as usize;
         let mut run: Option<Range<usize>> = None;
         for record in log::records(&batch.data, &batch.sub_micros).skip(skip) {
-            if !self.encoder.options().keeps(record.path) {
+            if !self.encoder.writes(record.path) {
                 self.end_run(batch, &mut run);
                 continue;
             }
@@ -381,16 +376,6 @@ impl Subscription {
         if std::mem::take(&mut self.attached) {
             self.shared.detach();
         }
-    }
-}
-
-/// Whether `options` keep records of `kind`: for [`Path::Other`], any unnamed path.
-fn keeps_kind(options: &Options, kind: Path) -> bool {
-    match kind {
-        Path::Other(_) => options
-            .kept_paths()
-            .is_none_or(|mut kept| kept.any(|path| matches!(path, Path::Other(_)))),
-        named => options.keeps(named),
     }
 }
 

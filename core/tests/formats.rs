@@ -62,7 +62,12 @@ fn options() -> impl Strategy<Value = Options> {
 
 /// What a reader must see for one logged packet under `options`.
 fn expected(options: &Options, logged: &Logged) -> support::Record {
-    let (ts, _) = Timestamp::from_system_time(logged.when);
+    // Saturation as the design states it, not as the code under test computes it.
+    let (secs, sub_nanos) = match logged.when.duration_since(UNIX_EPOCH) {
+        Err(_) => (0, 0),
+        Ok(since) if since.as_secs() > u64::from(u32::MAX) => (u32::MAX, 999_999_999),
+        Ok(since) => (since.as_secs() as u32, since.subsec_nanos()),
+    };
     let snaplen = options.get_snaplen() as usize;
     let format = options.get_format();
     let tagged = match format {
@@ -71,8 +76,8 @@ fn expected(options: &Options, logged: &Logged) -> support::Record {
         Format::Pcapng => !logged.path.carries_ip(),
     };
     let nanos = match (format, options.get_resolution()) {
-        (Format::Pcapng, _) | (_, TsResolution::Nanos) => ts.nanos(),
-        _ => ts.micros() * 1000,
+        (Format::Pcapng, _) | (_, TsResolution::Nanos) => sub_nanos,
+        _ => sub_nanos / 1000 * 1000,
     };
     let len = logged.packet.len();
     let (incl_len, kept) = if tagged {
@@ -83,7 +88,7 @@ fn expected(options: &Options, logged: &Logged) -> support::Record {
     };
     support::Record {
         path: (tagged && incl_len >= 2).then(|| u16::from(logged.path)),
-        secs: ts.secs(),
+        secs,
         nanos,
         packet: logged.packet[..kept].to_vec(),
         orig_len: len,
@@ -133,6 +138,7 @@ proptest! {
             let want: Vec<_> = logged
                 .iter()
                 .filter(|l| options.keeps(l.path))
+                .filter(|l| options.get_format() != Format::RawIp || l.path.carries_ip())
                 .map(|l| expected(options, l))
                 .collect();
             prop_assert_eq!(&file.records, &want);
@@ -151,7 +157,7 @@ fn hostile_inputs_neither_panic_nor_tear() {
     let capture = Capture::new();
     let mut outputs: Vec<_> = [Format::Pcap, Format::RawIp, Format::Pcapng]
         .into_iter()
-        .map(|f| capture.subscribe(Options::new().format(f)))
+        .map(|f| capture.subscribe(Options::new().format(f).snaplen(262_144).unwrap()))
         .collect();
     let huge = vec![0xAB; 1 << 20];
     capture.log_packet(
@@ -161,14 +167,32 @@ fn hostile_inputs_neither_panic_nor_tear() {
     );
     capture.log_packet(Path::Disco, UNIX_EPOCH + Duration::from_secs(1 << 33), &[]);
     capture.log_packet(Path::FromPeer, SystemTime::UNIX_EPOCH, &[]);
+    capture.log_packet(Path::FromPeer, SystemTime::UNIX_EPOCH, &vec![0x45; 300_000]);
     assert_eq!(capture.stats().clamped_times, 2);
     capture.close();
-    for output in &mut outputs {
+    for (output, format) in outputs.iter_mut().zip(["pcap", "raw", "pcapng"]) {
         let file = support::parse(&drain(output));
-        assert_eq!(file.records.len(), 3);
-        assert_eq!(file.records[0].orig_len, 1 << 20);
-        assert_eq!((file.records[0].secs, file.records[0].nanos), (0, 0));
-        assert_eq!(file.records[1].secs, u32::MAX);
-        assert!(file.records[1].nanos >= 999_999_000);
+        let (ip, not_ip) = if format == "raw" {
+            // Raw IP leaves out the paths that do not carry IP.
+            (&file.records[..], &[][..])
+        } else {
+            (&file.records[2..], &file.records[..2])
+        };
+        assert_eq!(ip.len(), 2, "{format}");
+        assert_eq!(not_ip.len(), if format == "raw" { 0 } else { 2 });
+        if let [huge, past_2106] = not_ip {
+            assert_eq!(huge.orig_len, 1 << 20);
+            assert_eq!((huge.secs, huge.nanos), (0, 0));
+            assert_eq!(past_2106.secs, u32::MAX);
+            assert!(past_2106.nanos >= 999_999_000);
+        }
+        assert_eq!(ip[0].orig_len, 0);
+        // The backlog keeps 262,142 bytes of a packet: the seed format's largest snaplen
+        // less its 2-byte path.
+        assert_eq!(
+            (ip[1].orig_len, ip[1].packet.len()),
+            (300_000, 262_142),
+            "{format}"
+        );
     }
 }
