@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_lite::{future::block_on, StreamExt};
-use pcapcast_core::{Capture, Format, Options, Path, Timestamp, TsResolution};
+use pcapcast_core::{Capture, Format, Options, Path, TsResolution};
 use proptest::prelude::*;
 
 mod support;
