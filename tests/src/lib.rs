@@ -72,9 +72,35 @@ impl Drop for Server {
     fn drop(&mut self) {
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            if thread.join().is_err() && !std::thread::panicking() {
+                panic!("the server's thread panicked");
+            }
         }
     }
+}
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts, from now on, the panics on threads other than the test harness's (whose
+/// names are test paths, `module::test`): runtime workers and server threads, where
+/// an executor would catch a task's panic and nobody would see it.
+pub fn watch_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let name = std::thread::current().name().map(str::to_owned);
+            if !name.is_some_and(|n| n.contains("::")) {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// Panics counted by [`watch_panics`] so far.
+pub fn panics_outside_tests() -> usize {
+    PANICS.load(Ordering::SeqCst)
 }
 
 /// A future that completes once the stop channel's sender is dropped, polled by

@@ -423,6 +423,17 @@ fn tshark_reads_pcap_over_ip<R: Runtime>() {
 
 use std::io::{Read, Write};
 
+/// Runs a test and then checks that no runtime or server thread panicked meanwhile.
+fn checked(test: impl FnOnce()) {
+    pcapcast_tests::watch_panics();
+    test();
+    assert_eq!(
+        pcapcast_tests::panics_outside_tests(),
+        0,
+        "a thread of a runtime or server panicked"
+    );
+}
+
 macro_rules! conformance {
     ($runtime:ident, $rt:ty) => {
         mod $runtime {
@@ -430,19 +441,19 @@ macro_rules! conformance {
 
             #[test]
             fn writers_get_whole_streams() {
-                writers_attached_at_different_moments_get_whole_streams::<$rt>();
+                checked(|| writers_attached_at_different_moments_get_whole_streams::<$rt>());
             }
             #[test]
             fn failing_writer_is_detached_alone() {
-                a_failing_writer_is_detached_alone::<$rt>();
+                checked(|| a_failing_writer_is_detached_alone::<$rt>());
             }
             #[test]
             fn stalled_writer_loses_records_alone() {
-                a_stalled_writer_loses_records_alone::<$rt>();
+                checked(|| a_stalled_writer_loses_records_alone::<$rt>());
             }
             #[test]
             fn flush_interval() {
-                records_are_flushed_after_the_interval::<$rt>();
+                checked(|| records_are_flushed_after_the_interval::<$rt>());
             }
             #[test]
             fn http_over_unix() {
@@ -470,15 +481,15 @@ macro_rules! conformance {
             }
             #[test]
             fn tcp_host_and_token() {
-                tcp_checks_host_and_token::<$rt>();
+                checked(|| tcp_checks_host_and_token::<$rt>());
             }
             #[test]
             fn slow_headers() {
-                slow_headers_are_cut_off::<$rt>();
+                checked(|| slow_headers_are_cut_off::<$rt>());
             }
             #[test]
             fn private_unix_sockets() {
-                unix_sockets_are_private::<$rt>();
+                checked(|| unix_sockets_are_private::<$rt>());
             }
             #[test]
             fn pcap_over_ip_tcp() {
@@ -491,11 +502,11 @@ macro_rules! conformance {
             }
             #[test]
             fn curl() {
-                curl_saves_a_valid_capture::<$rt>();
+                checked(|| curl_saves_a_valid_capture::<$rt>());
             }
             #[test]
             fn tshark_pcap_over_ip() {
-                tshark_reads_pcap_over_ip::<$rt>();
+                checked(|| tshark_reads_pcap_over_ip::<$rt>());
             }
         }
     };

@@ -84,8 +84,9 @@ impl HttpServer {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` for a TCP listener off loopback without a token, or the error of
-    /// accept.
+    /// `InvalidInput` for a TCP listener off loopback without a token, or an error of
+    /// accept that waiting cannot cure (a client gone early, or descriptors running
+    /// out, only pause it).
     pub async fn serve(self, listener: Listener) -> io::Result<()> {
         let policy = match listener.tcp_addr() {
             Some(addr) => Policy::tcp(addr, self.token, self.hosts)
@@ -98,14 +99,7 @@ impl HttpServer {
         });
         tracing::info!(listen = %listener.describe(), "capture endpoint ready");
         loop {
-            let (connection, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) if is_transient(&e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+            let (connection, peer) = listener.accept_next().await?;
             let shared = Arc::clone(&shared);
             let timeout = self.header_timeout;
             tokio::spawn(async move {
@@ -124,17 +118,6 @@ impl HttpServer {
             });
         }
     }
-}
-
-/// Errors after which accepting again may succeed (a peer gone early, descriptors
-/// momentarily exhausted).
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    ) || e.raw_os_error() == Some(24) // EMFILE
 }
 
 fn single(headers: &HeaderMap, name: hyper::header::HeaderName) -> Option<&str> {

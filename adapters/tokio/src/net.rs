@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pcapcast_core::endpoint::Peer;
+use rustix::io::Errno;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
@@ -114,6 +115,40 @@ impl Listener {
         }
     }
 }
+
+impl Listener {
+    /// Accepts the next connection, riding out the errors after which accepting again
+    /// can succeed: a client gone before it was accepted, or descriptors or memory
+    /// exhausted for a moment. After those it pauses, since the connection still
+    /// waiting would make accept fail again at once.
+    pub(crate) async fn accept_next(&self) -> io::Result<(Connection, Peer)> {
+        loop {
+            let e = match self.accept().await {
+                Ok(accepted) => return Ok(accepted),
+                Err(e) => e,
+            };
+            match Errno::from_io_error(&e) {
+                Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
+                    tracing::warn!(error = %e, "accept failed; pausing");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
+                _ if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) =>
+                {
+                    tracing::debug!(error = %e, "accept failed");
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+}
+
+/// How long accepting pauses when descriptors or memory run out.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Connection {
     /// The same socket through a second descriptor, registered on its own. The

@@ -19,7 +19,8 @@ use crate::Listener;
 ///
 /// # Errors
 ///
-/// `InvalidInput` for a TCP listener off loopback, or the error of accept.
+/// `InvalidInput` for a TCP listener off loopback, or an error of accept that waiting
+/// cannot cure (a client gone early, or descriptors running out, only pause it).
 pub async fn serve_pcap_over_ip(capture: Capture, listener: Listener) -> io::Result<()> {
     if let Some(addr) = listener.tcp_addr() {
         if !addr.ip().is_loopback() {
@@ -31,7 +32,7 @@ pub async fn serve_pcap_over_ip(capture: Capture, listener: Listener) -> io::Res
     }
     tracing::info!(listen = %listener.describe(), "PCAP-over-IP ready");
     loop {
-        let (connection, peer) = listener.accept().await?;
+        let (connection, peer) = listener.accept_next().await?;
         match capture.try_subscribe(Options::default()) {
             Ok(subscription) => {
                 tracing::info!(%peer, "PCAP-over-IP output attached");
