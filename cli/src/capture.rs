@@ -35,7 +35,8 @@ pub struct CaptureArgs {
     format: FormatArgs,
     #[command(flatten)]
     limits: LimitArgs,
-    /// Show the live line (packets, bytes, drops) even when stderr is not a terminal.
+    /// Show the live counts (packets, bytes, drops) even when stderr is not a terminal:
+    /// there, one line a second.
     #[arg(long)]
     stats: bool,
     /// Never show the live line.
@@ -150,10 +151,17 @@ impl LiveLine {
         }
     }
 
+    /// Redraws the line on a terminal four times a second; elsewhere (`--stats` into a
+    /// log) writes one line a second.
     pub fn update(&mut self, counts: Counts) {
-        if self.enabled && self.terminal && self.last.elapsed() >= Duration::from_millis(250) {
+        let every = if self.terminal { 250 } else { 1000 };
+        if self.enabled && self.last.elapsed() >= Duration::from_millis(every) {
             self.last = Instant::now();
-            eprint!("\r{}", describe(counts));
+            if self.terminal {
+                eprint!("\r{}", describe(counts));
+            } else {
+                eprintln!("{}", describe(counts));
+            }
         }
     }
 
@@ -188,7 +196,7 @@ pub fn run(args: CaptureArgs) -> Result<ExitCode, String> {
     let mut line = LiveLine::new(args.stats, args.quiet);
     let started = Instant::now();
     let mut failure: Option<String> = None;
-    let end = client::run(args.runtime, &ask, |event| {
+    let end = client::run(args.runtime, &ask, &stop, |event| {
         if let Event::Data(bytes) = event {
             match recorder.feed(&bytes) {
                 Ok(Flow::More) => {}

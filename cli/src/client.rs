@@ -1,7 +1,10 @@
 //! Attaching to a daemon's capture endpoint over HTTP/1.1, on smol or on tokio.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use futures_lite::future::or;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -56,7 +59,8 @@ pub struct Ask {
 }
 
 /// Attaches and feeds `handler` until it stops, the daemon ends the stream or the
-/// connection breaks.
+/// connection breaks. Once `stop` is set (a signal) it ends within a tick, also while
+/// it still connects or waits for the daemon's answer.
 ///
 /// # Errors
 ///
@@ -65,16 +69,36 @@ pub struct Ask {
 pub fn run(
     kind: RuntimeKind,
     ask: &Ask,
+    stop: &AtomicBool,
     handler: impl FnMut(Event) -> Next,
 ) -> Result<End, String> {
     match kind {
-        RuntimeKind::Smol => smol::block_on(run_smol(ask, handler)),
+        RuntimeKind::Smol => smol::block_on(or(
+            run_smol(ask, handler),
+            until_stopped(stop, |d| async move {
+                smol::Timer::after(d).await;
+            }),
+        )),
         RuntimeKind::Tokio => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start tokio: {e}"))?
-            .block_on(run_tokio(ask, handler)),
+            .block_on(or(
+                run_tokio(ask, handler),
+                until_stopped(stop, tokio::time::sleep),
+            )),
     }
+}
+
+async fn until_stopped<S, F>(stop: &AtomicBool, sleep: S) -> Result<End, String>
+where
+    S: Fn(Duration) -> F,
+    F: Future<Output = ()>,
+{
+    while !stop.load(Ordering::Relaxed) {
+        sleep(TICK).await;
+    }
+    Ok(End::Stopped)
 }
 
 async fn run_smol(ask: &Ask, handler: impl FnMut(Event) -> Next) -> Result<End, String> {
@@ -185,7 +209,8 @@ where
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
-            let text = body
+            // The reason is for one line: a daemon that sends more is not read further.
+            let text = http_body_util::Limited::new(body, 64 << 10)
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
@@ -202,7 +227,7 @@ where
         // timer lock and wakes the reactor, work that need not be done per frame.
         let mut tick = Box::pin(sleep(TICK));
         loop {
-            let next = futures_lite::future::or(async { Some(body.frame().await) }, async {
+            let next = or(async { Some(body.frame().await) }, async {
                 tick.as_mut().await;
                 None
             })
@@ -224,5 +249,5 @@ where
             }
         }
     };
-    futures_lite::future::or(work, drive).await
+    or(work, drive).await
 }

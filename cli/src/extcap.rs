@@ -116,7 +116,7 @@ fn capture(args: &[String]) -> Result<(), String> {
     let stop = stop_signals();
     let mut recorder = Recorder::new(BufWriter::new(out), None);
     let mut failure = None;
-    client::run(RuntimeKind::Smol, &ask, |event| {
+    client::run(RuntimeKind::Smol, &ask, &stop, |event| {
         if let Event::Data(bytes) = event {
             match recorder.feed(&bytes) {
                 Ok(Flow::More) => {}

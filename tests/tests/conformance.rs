@@ -292,9 +292,11 @@ fn slow_headers_are_cut_off<R: Runtime>() {
     };
     let dir = temp_dir("slow");
     let server = R::serve_http(capture, Endpoint::Unix(dir.join("s.sock")), config);
+    // The clock starts before the connection, so the server's own timer cannot have
+    // started earlier than it.
+    let start = Instant::now();
     let mut stream = pcapcast_tests::connect(&server.endpoint).unwrap();
     stream.write_all(b"POST /capture HTTP/1.1\r\nHo").unwrap();
-    let start = Instant::now();
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest); // returns when the server closes
     let waited = start.elapsed();

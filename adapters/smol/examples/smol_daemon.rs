@@ -19,7 +19,7 @@ fn main() -> std::io::Result<()> {
     let datapath = capture.clone();
     std::thread::spawn(move || {
         let mut packet = *b"\x45\x00\x00\x1c\x00\x00\x40\x00\x40\x11\x00\x00\x64\x40\x00\x01\x64\x40\x00\x02\x30\x39\x00\x35\x00\x08\x00\x00";
-        for n in 0u16.. {
+        for n in (0..=u16::MAX).cycle() {
             packet[4..6].copy_from_slice(&n.to_be_bytes());
             let path = if n % 2 == 0 {
                 Path::FromLocal

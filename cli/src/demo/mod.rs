@@ -60,10 +60,14 @@ pub struct DemoArgs {
     runtime: RuntimeKind,
 }
 
+/// The slowest `--rate`: one round a day.
+const MIN_RATE: f64 = 1.0 / 86_400.0;
+
 pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
-    if !(args.rate.is_finite() && args.rate > 0.0) {
+    // Slower than a round a day would wait past what a timer holds, so it is refused.
+    if !(args.rate.is_finite() && args.rate >= MIN_RATE) {
         return Err(format!(
-            "--rate {} must be a positive number of rounds per second",
+            "--rate is rounds per second, at least one a day ({MIN_RATE:.7}); got {:e}",
             args.rate
         ));
     }
