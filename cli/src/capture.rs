@@ -79,9 +79,29 @@ impl Write for Sink {
 /// A file removed when dropped.
 pub struct TempFile(pub PathBuf);
 
+impl TempFile {
+    /// Writes `contents` to `name` in a new folder of the temporary directory that only
+    /// this user can enter. The folder is made, not reused, so a name planted there
+    /// beforehand (a link to another file) cannot redirect the write.
+    fn private(name: &str, contents: &str) -> io::Result<TempFile> {
+        use std::os::unix::fs::DirBuilderExt;
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("pcapcast-{}-{nonce}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let file = TempFile(dir.join(name));
+        std::fs::write(&file.0, contents)?;
+        Ok(file)
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -95,10 +115,8 @@ fn open_sink(args: &CaptureArgs) -> Result<Sink, String> {
             .map(|f| Sink::File(BufWriter::with_capacity(1 << 16, f)))
             .map_err(|e| format!("cannot create {path}: {e}")),
         None => {
-            let lua = std::env::temp_dir().join(format!("pcapcast-{}.lua", std::process::id()));
-            std::fs::write(&lua, dissector::SOURCE)
+            let lua = TempFile::private("pcapcast.lua", dissector::SOURCE)
                 .map_err(|e| format!("cannot write the dissector: {e}"))?;
-            let lua = TempFile(lua);
             let script = format!("lua_script:{}", lua.0.display());
             let (program, mut command) = if args.tshark {
                 ("tshark", Command::new("tshark"))
