@@ -304,6 +304,21 @@ fn quiet_clients_that_leave_are_detached<R: Runtime>() {
             drop(kept);
         }
     }
+    // A PCAP-over-IP client that sends bytes and stays is still served: what it sends
+    // is thrown away, and only its leaving ends the output.
+    for endpoint in [&poip_unix.endpoint, &poip_tcp.endpoint] {
+        let mut client = Client::connect(endpoint);
+        assert!(wait_until(Duration::from_secs(10), || capture
+            .num_outputs()
+            == 1));
+        client.send(&[0x55; 100_000]);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(capture.num_outputs(), 1, "{}: a talkative client", R::NAME);
+        drop(client);
+        assert!(wait_until(Duration::from_secs(10), || capture
+            .num_outputs()
+            == 0));
+    }
 }
 
 fn many_outputs<R: Runtime>(per_kind: usize) {
