@@ -82,6 +82,10 @@ impl HttpServer {
 
     /// Serves connections from `listener` until accepting fails.
     ///
+    /// Each connection runs in a task of its own (`tokio::spawn`, on the current runtime): dropping this future
+    /// stops accepting, and the connections already served go on until their clients
+    /// leave or [`Capture::close`](pcapcast_core::Capture::close) ends their streams.
+    ///
     /// # Errors
     ///
     /// `InvalidInput` for a TCP listener off loopback without a token, or an error of

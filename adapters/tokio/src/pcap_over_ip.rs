@@ -15,7 +15,8 @@ use crate::Listener;
 ///
 /// Clients are expected to send nothing: what they send is discarded, and one that
 /// closes its sending side is taken to have left, so its output is detached even when
-/// the datapath is quiet.
+/// the datapath is quiet. Each connection runs in a task of its own (`tokio::spawn`, on the current runtime);
+/// dropping this future stops accepting, and [`Capture::close`] ends the streams.
 ///
 /// # Errors
 ///

@@ -185,14 +185,7 @@ fn serve(
     thread::spawn(move || match kind {
         RuntimeKind::Smol => smol::block_on(async move {
             use pcapcast_smol::{serve_pcap_over_ip, HttpServer, Listener};
-            let http = match Listener::bind_unix(&socket) {
-                Ok(l) => l,
-                Err(e) => {
-                    return ready
-                        .send(Err(bind_error(format!("unix:{}", socket.display()), e)))
-                        .unwrap_or(())
-                }
-            };
+            // PCAP-over-IP first: once the Unix socket exists, both endpoints listen.
             let poip = match pcap_over_ip {
                 Some(addr) => match Listener::bind_tcp(addr).await {
                     Ok(l) => Some(l),
@@ -203,6 +196,14 @@ fn serve(
                     }
                 },
                 None => None,
+            };
+            let http = match Listener::bind_unix(&socket) {
+                Ok(l) => l,
+                Err(e) => {
+                    return ready
+                        .send(Err(bind_error(format!("unix:{}", socket.display()), e)))
+                        .unwrap_or(())
+                }
             };
             let _ = ready.send(Ok(()));
             let http = HttpServer::new(capture.clone()).serve(http);
@@ -229,14 +230,6 @@ fn serve(
             };
             runtime.block_on(async move {
                 use pcapcast_tokio::{serve_pcap_over_ip, HttpServer, Listener};
-                let http = match Listener::bind_unix(&socket) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        return ready
-                            .send(Err(bind_error(format!("unix:{}", socket.display()), e)))
-                            .unwrap_or(())
-                    }
-                };
                 let poip = match pcap_over_ip {
                     Some(addr) => match Listener::bind_tcp(addr).await {
                         Ok(l) => Some(l),
@@ -247,6 +240,14 @@ fn serve(
                         }
                     },
                     None => None,
+                };
+                let http = match Listener::bind_unix(&socket) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        return ready
+                            .send(Err(bind_error(format!("unix:{}", socket.display()), e)))
+                            .unwrap_or(())
+                    }
                 };
                 let _ = ready.send(Ok(()));
                 let http = HttpServer::new(capture.clone()).serve(http);
