@@ -60,7 +60,8 @@ pub struct Ask {
 
 /// Attaches and feeds `handler` until it stops, the daemon ends the stream or the
 /// connection breaks. Once `stop` is set (a signal) it ends within a tick, also while
-/// it still connects or waits for the daemon's answer.
+/// it still connects or waits for the daemon's answer (a host name being resolved
+/// finishes first).
 ///
 /// # Errors
 ///
@@ -209,12 +210,18 @@ where
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
-            // The reason is for one line: a daemon that sends more is not read further.
-            let text = http_body_util::Limited::new(body, 64 << 10)
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            // The reason is for one line: past 64 KiB the rest is not read.
+            let mut text = Vec::new();
+            while text.len() < 64 << 10 {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            text.extend_from_slice(&data);
+                        }
+                    }
+                    Some(Err(_)) | None => break,
+                }
+            }
             let reason = String::from_utf8_lossy(&text[..text.len().min(500)])
                 .trim()
                 .to_owned();

@@ -71,6 +71,9 @@ fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 /// Ends a child with SIGTERM, or SIGKILL if it is still there 10 s later; never
 /// waits longer than that.
 fn stop(child: &mut Child) {
+    if child.try_wait().is_ok_and(|s| s.is_some()) {
+        return; // reaped already: its pid may belong to another process now
+    }
     signal(child, rustix::process::Signal::TERM);
     if !wait_until(Duration::from_secs(10), || {
         child.try_wait().is_ok_and(|s| s.is_some())
@@ -495,9 +498,16 @@ fn sigint_ends_a_capture_that_waits_for_an_answer(runtime: &str) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Signal once it has connected: its handlers are in place before it connects.
+    silent.set_nonblocking(true).unwrap();
+    let mut accepted = None;
+    assert!(wait_until(Duration::from_secs(20), || {
+        accepted = silent.accept().ok();
+        accepted.is_some()
+    }));
     signal(&capture, rustix::process::Signal::INT);
     let status = exit_within(&mut capture, Duration::from_secs(10));
+    drop(accepted);
     assert!(status.success(), "{runtime}: {status}");
 }
 

@@ -70,8 +70,9 @@ impl Shared {
 /// `log_packet` is the datapath's one call: with no output attached it reads one atomic
 /// word and returns; with outputs it copies the packet once into a shared backlog and
 /// never waits for a reader to read. The backlog's lock is shared by the datapath's
-/// threads; a reader takes it only to seal a partial batch that is due (a few pointer
-/// moves), so the datapath may wait that long, never for a reader's I/O.
+/// threads; a reader takes it only to seal a partial batch that is due. Holding it, the
+/// reader may queue behind other readers copying batch handles: the datapath can wait
+/// for that, never for a reader's I/O.
 /// Each output is a [`Subscription`]: a byte stream in its own format.
 ///
 /// # Examples

@@ -89,8 +89,8 @@ impl HttpServer {
     /// # Errors
     ///
     /// `InvalidInput` for a TCP listener off loopback without a token, or an error of
-    /// accept that waiting cannot cure (a client gone early, or descriptors running
-    /// out, only pause it).
+    /// accept that retrying cannot cure (a client gone early is skipped; descriptors
+    /// running out pause it).
     pub async fn serve(self, listener: Listener) -> io::Result<()> {
         let policy = match listener.tcp_addr() {
             Some(addr) => Policy::tcp(addr, self.token, self.hosts)

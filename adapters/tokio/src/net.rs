@@ -118,9 +118,10 @@ impl Listener {
 
 impl Listener {
     /// Accepts the next connection, riding out the errors after which accepting again
-    /// can succeed: a client gone before it was accepted, or descriptors or memory
-    /// exhausted for a moment. After those it pauses, since the connection still
-    /// waiting would make accept fail again at once.
+    /// can succeed. A client gone before it was accepted, or a network error that
+    /// accept(2) passes on from the pending connection, is skipped at once; when
+    /// descriptors or memory run out it pauses, since the connection still waiting
+    /// would make accept fail again at once.
     pub(crate) async fn accept_next(&self) -> io::Result<(Connection, Peer)> {
         loop {
             let e = match self.accept().await {
@@ -131,6 +132,18 @@ impl Listener {
                 Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
                     tracing::warn!(error = %e, "accept failed; pausing");
                     tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
+                Some(
+                    Errno::NETDOWN
+                    | Errno::PROTO
+                    | Errno::NOPROTOOPT
+                    | Errno::HOSTDOWN
+                    | Errno::NONET
+                    | Errno::HOSTUNREACH
+                    | Errno::OPNOTSUPP
+                    | Errno::NETUNREACH,
+                ) => {
+                    tracing::debug!(error = %e, "accept failed");
                 }
                 _ if matches!(
                     e.kind(),

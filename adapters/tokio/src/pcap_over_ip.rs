@@ -20,8 +20,8 @@ use crate::Listener;
 ///
 /// # Errors
 ///
-/// `InvalidInput` for a TCP listener off loopback, or an error of accept that waiting
-/// cannot cure (a client gone early, or descriptors running out, only pause it).
+/// `InvalidInput` for a TCP listener off loopback, or an error of accept that retrying
+/// cannot cure (a client gone early is skipped; descriptors running out pause it).
 pub async fn serve_pcap_over_ip(capture: Capture, listener: Listener) -> io::Result<()> {
     if let Some(addr) = listener.tcp_addr() {
         if !addr.ip().is_loopback() {

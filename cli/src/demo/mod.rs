@@ -163,10 +163,20 @@ fn run_datapath(capture: Capture, rate: f64) -> DatapathThread {
             traffic::round(&datapath, n);
             n += 1;
             next += period;
-            let now = Instant::now();
-            match next.checked_duration_since(now) {
-                Some(wait) => thread::sleep(wait),
-                None => next = now, // fell behind: do not burst to catch up
+            // Waits for the next round in steps, so that a stop is seen within 100 ms
+            // at any rate.
+            while !flag.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                match next.checked_duration_since(now) {
+                    Some(wait) if !wait.is_zero() => {
+                        thread::sleep(wait.min(Duration::from_millis(100)));
+                    }
+                    Some(_) => break,
+                    None => {
+                        next = now; // fell behind: do not burst to catch up
+                        break;
+                    }
+                }
             }
         }
     });
