@@ -53,6 +53,7 @@ mod options;
 mod path;
 pub mod pcap;
 pub mod pcapng;
+mod shard;
 mod subscription;
 mod time;
 

@@ -1,18 +1,23 @@
 //! The shared backlog: records in the seed layout, in batches that readers clone.
 //!
-//! The datapath appends each record once, under a lock nobody holds for long, to the
-//! open batch. A full batch is sealed (frozen into `Bytes`) and queued; readers clone the
+//! The datapath appends each record once to a shard of its own thread (see
+//! [`crate::shard`]), numbered from one counter so that the log keeps one order. A seal
+//! takes every shard's records at once and queues them as one batch (the shard's own
+//! bytes when only one shard had any, else merged by number); readers clone the
 //! handles of sealed batches and encode outside the lock. The queue holds at most
-//! `backlog` bytes: the oldest batch goes first, and a reader that had not read it counts
-//! its records as lost. Buffers of evicted batches are reused, so a steady capture keeps
-//! touching the same memory instead of faulting in fresh pages.
+//! `backlog` bytes: the oldest batch goes first, and a reader that had not read it
+//! counts its records as lost. Buffers of evicted batches are reused, so a steady
+//! capture keeps touching the same memory instead of faulting in fresh pages.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
-use crate::pcap::{self, MAX_SNAPLEN, PATH_LEN, RECORD_HEADER_LEN};
+use crate::capture::CachePadded;
+use crate::pcap::{MAX_SNAPLEN, PATH_LEN, RECORD_HEADER_LEN};
+use crate::shard::{self, Appended, Shard};
 use crate::{Path, Timestamp};
 
 /// A stored record header: the seed record header, then the path.
@@ -20,7 +25,7 @@ pub(crate) const STORED_HEADER_LEN: usize = RECORD_HEADER_LEN + PATH_LEN;
 /// The most packet bytes stored for one record; every snaplen an output may ask for fits.
 pub(crate) const MAX_STORED_PACKET: usize = MAX_SNAPLEN as usize - PATH_LEN;
 /// Evicted buffers kept for reuse.
-const MAX_SPARE: usize = 4;
+const MAX_SPARE: usize = 8;
 
 /// Records counted per path kind ([`Path::kind_index`]), from the capture's start up to
 /// some sequence number. The difference of two tells how many records of each kind lie
@@ -83,27 +88,6 @@ pub(crate) fn records<'a>(
     })
 }
 
-/// The batch the datapath appends to, under the datapath's lock.
-#[derive(Debug)]
-pub(crate) struct Open {
-    batch_bytes: usize,
-    buffer: BytesMut,
-    sub_micros: BytesMut,
-    first_seq: u64,
-    records: u32,
-    max_incl: u32,
-    /// Records per path kind before `next_seq`.
-    kinds: KindCounts,
-    pub(crate) closed: bool,
-    pub(crate) logged: u64,
-    pub(crate) clamped: u64,
-    /// Batch buffers allocated because no evicted one could be reused.
-    fresh_buffers: u64,
-    /// An output attached while this batch held records: it waits for a record that
-    /// would otherwise land mid-batch, where no wake-up is due.
-    wake_next: bool,
-}
-
 /// Sealed batches, under the readers' lock. The datapath takes it once a batch.
 #[derive(Debug)]
 pub(crate) struct Sealed {
@@ -112,9 +96,11 @@ pub(crate) struct Sealed {
     bytes: usize,
     /// Sequence number of the first record not sealed yet.
     end_seq: u64,
-    spare: Vec<BytesMut>,
+    pub(crate) spare: Vec<BytesMut>,
     /// Records per path kind before [`Sealed::oldest_seq`].
     kinds_to_oldest: KindCounts,
+    /// Records per path kind before [`Sealed::end_seq`].
+    pub(crate) kinds_to_end: KindCounts,
     pub(crate) closed: bool,
 }
 
@@ -127,134 +113,6 @@ pub(crate) struct Wake {
     pub(crate) batch_readers: bool,
 }
 
-impl Open {
-    pub(crate) fn new(batch_bytes: usize) -> Open {
-        Open {
-            batch_bytes,
-            buffer: BytesMut::new(),
-            sub_micros: BytesMut::new(),
-            first_seq: 0,
-            records: 0,
-            max_incl: 0,
-            kinds: [0; Path::KINDS],
-            closed: false,
-            logged: 0,
-            clamped: 0,
-            fresh_buffers: 0,
-            wake_next: false,
-        }
-    }
-
-    /// Makes the next append wake the readers waiting for any record, as the first
-    /// record of a batch does.
-    pub(crate) fn wake_on_next_record(&mut self) {
-        self.wake_next = self.records > 0;
-    }
-
-    /// Sequence number the next record will get.
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.first_seq + u64::from(self.records)
-    }
-
-    /// Records per path kind before [`Open::next_seq`].
-    pub(crate) fn kinds(&self) -> KindCounts {
-        self.kinds
-    }
-
-    /// Sequence number of the first record not sealed yet.
-    pub(crate) fn sealed_end(&self) -> u64 {
-        self.first_seq
-    }
-
-    /// Whether the open batch holds records at or after `cursor`.
-    pub(crate) fn has_records_after(&self, cursor: u64) -> bool {
-        self.next_seq() > cursor
-    }
-
-    /// Whether an output attached mid-batch waits for this record; a plain load when not.
-    fn take_wake_next(&mut self) -> bool {
-        if self.wake_next {
-            self.wake_next = false;
-            return true;
-        }
-        false
-    }
-
-    /// Appends one record; `sealed` is locked only when a batch is sealed.
-    pub(crate) fn append(
-        &mut self,
-        sealed: &Mutex<Sealed>,
-        path: Path,
-        ts: Timestamp,
-        clamped: bool,
-        packet: &[u8],
-    ) -> Wake {
-        let kept = &packet[..packet.len().min(MAX_STORED_PACKET)];
-        let need = STORED_HEADER_LEN + kept.len();
-        let mut wake = Wake::default();
-        if self.buffer.capacity() - self.buffer.len() < need {
-            let mut sealed = lock(sealed);
-            wake.batch_readers = self.seal_into(&mut sealed);
-            self.renew(&mut sealed, need);
-        }
-        let orig = pcap::saturating_u32(packet.len().saturating_add(PATH_LEN));
-        let incl = (PATH_LEN + kept.len()) as u32;
-        let mut header = [0u8; STORED_HEADER_LEN];
-        header[0..4].copy_from_slice(&ts.secs().to_le_bytes());
-        header[4..8].copy_from_slice(&ts.micros().to_le_bytes());
-        header[8..12].copy_from_slice(&incl.to_le_bytes());
-        header[12..16].copy_from_slice(&orig.to_le_bytes());
-        header[16..18].copy_from_slice(&u16::from(path).to_le_bytes());
-        self.buffer.extend_from_slice(&header);
-        self.buffer.extend_from_slice(kept);
-        self.sub_micros.put_u16_le((ts.nanos() % 1_000) as u16);
-        self.records += 1;
-        self.max_incl = self.max_incl.max(incl);
-        self.kinds[path.kind_index()] += 1;
-        self.logged += 1;
-        self.clamped += u64::from(clamped);
-        wake.data_readers = self.records == 1 || self.take_wake_next();
-        if self.buffer.len() >= self.batch_bytes - self.batch_bytes / 8 {
-            wake.batch_readers |= self.seal_into(&mut lock(sealed));
-        }
-        wake
-    }
-
-    /// Moves the open batch, if it holds records, to the sealed queue; says whether it
-    /// did.
-    pub(crate) fn seal_into(&mut self, sealed: &mut Sealed) -> bool {
-        if self.records == 0 {
-            return false;
-        }
-        let batch = Batch {
-            first_seq: self.first_seq,
-            records: self.records,
-            data: self.buffer.split().freeze(),
-            sub_micros: self.sub_micros.split().freeze(),
-            max_incl: std::mem::take(&mut self.max_incl),
-            kinds_to_end: self.kinds,
-        };
-        self.first_seq = batch.end_seq();
-        self.records = 0;
-        // The next record starts a batch, which wakes every waiting output anyway.
-        self.wake_next = false;
-        sealed.push(batch);
-        true
-    }
-
-    fn renew(&mut self, sealed: &mut Sealed, need: usize) {
-        let size = need.max(self.batch_bytes);
-        let mut buffer = sealed.spare.pop().unwrap_or_else(|| {
-            self.fresh_buffers += 1;
-            BytesMut::new()
-        });
-        // On a buffer nobody else holds, `reserve` reclaims the whole allocation.
-        buffer.reserve(size);
-        self.buffer = buffer;
-        self.sub_micros.reserve(size / STORED_HEADER_LEN * 2);
-    }
-}
-
 impl Sealed {
     pub(crate) fn new(backlog_bytes: usize) -> Sealed {
         Sealed {
@@ -264,6 +122,7 @@ impl Sealed {
             end_seq: 0,
             spare: Vec::new(),
             kinds_to_oldest: [0; Path::KINDS],
+            kinds_to_end: [0; Path::KINDS],
             closed: false,
         }
     }
@@ -283,7 +142,7 @@ impl Sealed {
         self.end_seq
     }
 
-    fn push(&mut self, batch: Batch) {
+    pub(crate) fn push(&mut self, batch: Batch) {
         self.end_seq = batch.end_seq();
         self.bytes += batch.data.len();
         self.queue.push_back(batch);
@@ -298,7 +157,7 @@ impl Sealed {
         }
     }
 
-    fn recycle(&mut self, data: Bytes) {
+    pub(crate) fn recycle(&mut self, data: Bytes) {
         if self.spare.len() < MAX_SPARE {
             if let Ok(mut buffer) = data.try_into_mut() {
                 buffer.clear();
@@ -314,6 +173,125 @@ impl Sealed {
     }
 }
 
+/// The log: the shards the datapath appends to, and the sealed batches readers take.
+#[derive(Debug)]
+pub(crate) struct Log {
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
+    /// The number the next record gets; every record stored so far is below it.
+    next_seq: CachePadded<AtomicU64>,
+    /// Whether records wait in a shard since the last seal: the first one wakes the
+    /// readers that wait for any record.
+    unsealed: CachePadded<AtomicBool>,
+    /// The sealed batches: the readers' lock, taken before any shard's.
+    pub(crate) sealed: Mutex<Sealed>,
+    /// A copy of the sealed end, so that a reader finds out without a lock that it has
+    /// read everything sealed.
+    sealed_end: AtomicU64,
+    clamped: AtomicU64,
+}
+
+impl Log {
+    pub(crate) fn new(shards: usize, batch_bytes: usize, backlog_bytes: usize) -> Log {
+        Log {
+            shards: (0..shards.max(1))
+                .map(|_| CachePadded(Mutex::new(Shard::new(batch_bytes))))
+                .collect(),
+            next_seq: CachePadded(AtomicU64::new(0)),
+            unsealed: CachePadded(AtomicBool::new(false)),
+            sealed: Mutex::new(Sealed::new(backlog_bytes)),
+            sealed_end: AtomicU64::new(0),
+            clamped: AtomicU64::new(0),
+        }
+    }
+
+    /// Appends one record to this thread's shard; says whom to wake.
+    pub(crate) fn append(&self, path: Path, ts: Timestamp, clamped: bool, packet: &[u8]) -> Wake {
+        let shard = &self.shards[shard::of_this_thread(self.shards.len())];
+        let mut wake = Wake::default();
+        loop {
+            let mut open = lock(shard);
+            if open.closed {
+                return wake;
+            }
+            match open.append(&self.next_seq, path, ts, packet) {
+                Appended::Stored { full } => {
+                    // Under the shard's lock, so a seal cannot clear the flag between
+                    // this record's arrival and the test.
+                    wake.data_readers = !self.unsealed.load(Ordering::Relaxed)
+                        && !self.unsealed.swap(true, Ordering::AcqRel);
+                    drop(open);
+                    if clamped {
+                        self.clamped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if full {
+                        wake.batch_readers |= self.seal(false);
+                    }
+                    return wake;
+                }
+                Appended::NoRoom => {
+                    drop(open);
+                    wake.batch_readers |= self.seal(false);
+                }
+            }
+        }
+    }
+
+    /// Seals every record stored so far into one batch; with `close`, the shards take
+    /// no more records and the queue is marked closed. Says whether it sealed any.
+    pub(crate) fn seal(&self, close: bool) -> bool {
+        let mut sealed = lock(&self.sealed);
+        let mut parts = Vec::new();
+        {
+            let mut shards: Vec<_> = self.shards.iter().map(|s| lock(s)).collect();
+            for open in &mut shards {
+                open.closed |= close;
+                parts.extend(open.take(&mut sealed));
+            }
+            self.unsealed.store(false, Ordering::Release);
+        }
+        sealed.closed |= close;
+        let any = !parts.is_empty();
+        if any {
+            let batch = shard::merge(parts, &mut sealed);
+            sealed.kinds_to_end = batch.kinds_to_end;
+            sealed.push(batch);
+        }
+        self.sealed_end.store(sealed.end_seq(), Ordering::Release);
+        any
+    }
+
+    /// Where an output attached now starts: the next record's number, and the records
+    /// per path kind before it. The next record wakes the readers that wait for one,
+    /// as if it were the first since a seal.
+    pub(crate) fn attach_point(&self) -> (u64, KindCounts) {
+        let sealed = lock(&self.sealed);
+        let shards: Vec<_> = self.shards.iter().map(|s| lock(s)).collect();
+        let mut kinds = sealed.kinds_to_end;
+        for open in &shards {
+            for (total, n) in kinds.iter_mut().zip(open.kinds()) {
+                *total += n;
+            }
+        }
+        self.unsealed.store(false, Ordering::Release);
+        (self.next_seq.load(Ordering::Acquire), kinds)
+    }
+
+    /// The number the next record gets: records stored so far.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq.load(Ordering::Acquire)
+    }
+
+    /// The number after the last sealed record.
+    pub(crate) fn sealed_end(&self) -> u64 {
+        self.sealed_end.load(Ordering::Acquire)
+    }
+
+    /// Records whose time was saturated.
+    pub(crate) fn clamped(&self) -> u64 {
+        self.clamped.load(Ordering::Relaxed)
+    }
+}
+
 /// Locks a mutex whose data no panic can leave half-written (appends and seals are
 /// plain buffer and queue operations), so a poisoned lock is still usable.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -326,43 +304,25 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    struct Log {
-        open: Open,
-        sealed: Mutex<Sealed>,
-    }
-
-    impl Log {
-        fn new(batch: usize, backlog: usize) -> Log {
-            Log {
-                open: Open::new(batch),
-                sealed: Mutex::new(Sealed::new(backlog)),
-            }
-        }
-
-        fn append(&mut self, path: Path, ts: Timestamp, packet: &[u8]) {
-            self.open.append(&self.sealed, path, ts, false, packet);
-        }
-
-        fn seal_all(&mut self) -> Vec<Batch> {
-            let mut sealed = lock(&self.sealed);
-            self.open.seal_into(&mut sealed);
-            let mut batches = Vec::new();
-            sealed.batches_from(0, &mut batches);
-            batches
-        }
+    fn sealed_batches(log: &Log) -> Vec<Batch> {
+        log.seal(false);
+        let mut batches = Vec::new();
+        lock(&log.sealed).batches_from(0, &mut batches);
+        batches
     }
 
     #[test]
     fn records_read_back_as_written() {
-        let mut log = Log::new(4096, 16384);
+        let log = Log::new(1, 4096, 16384);
         for i in 0..3u8 {
             log.append(
                 Path::FromPeer,
                 Timestamp::new(u32::from(i), 1_234),
+                false,
                 &[i; 10],
             );
         }
-        let batches = log.seal_all();
+        let batches = sealed_batches(&log);
         let read: Vec<_> = records(&batches[0].data, &batches[0].sub_micros).collect();
         assert_eq!(read.len(), 3);
         assert_eq!(read[2].ts, Timestamp::new(2, 1_234));
@@ -373,32 +333,60 @@ mod tests {
 
     #[test]
     fn backlog_evicts_oldest_and_reuses_buffers() {
-        let mut log = Log::new(4096, 3 * 4096);
+        let log = Log::new(1, 4096, 3 * 4096);
+        let mut buffers = std::collections::HashSet::new();
         for _ in 0..1000 {
-            log.append(Path::FromPeer, Timestamp::MIN, &[0; 100]);
+            log.append(Path::FromPeer, Timestamp::MIN, false, &[0; 100]);
+            let sealed = lock(&log.sealed);
+            if let Some(newest) = sealed.queue.back() {
+                buffers.insert(newest.data.as_ptr() as usize);
+            }
         }
         let sealed = lock(&log.sealed);
         assert!(sealed.bytes <= 3 * 4096);
         assert!(sealed.oldest_seq() > 0);
-        assert_eq!(log.open.next_seq(), 1000);
+        assert_eq!(log.next_seq(), 1000);
         // 1000 records of 118 bytes fill about 30 batches; with reuse only the backlog's
-        // worth of buffers (and one or two in flight) is ever allocated.
-        assert!(
-            log.open.fresh_buffers <= 6,
-            "{} fresh buffers",
-            log.open.fresh_buffers
-        );
+        // worth of buffers (and one or two in flight) is ever used.
+        assert!(buffers.len() <= 6, "{} distinct buffers", buffers.len());
     }
 
     #[test]
     fn huge_packets_are_stored_cut() {
-        let mut log = Log::new(4096, 16384);
-        log.append(Path::Disco, Timestamp::MIN, &vec![1; 1 << 20]);
-        let batches = log.seal_all();
+        let log = Log::new(1, 4096, 16384);
+        log.append(Path::Disco, Timestamp::MIN, false, &vec![1; 1 << 20]);
+        let batches = sealed_batches(&log);
         let rec = records(&batches[0].data, &batches[0].sub_micros)
             .next()
             .unwrap();
         assert_eq!(rec.packet.len(), MAX_STORED_PACKET);
         assert_eq!(rec.orig_len, 1 << 20);
+    }
+
+    #[test]
+    fn shards_merge_into_one_batch_in_number_order() {
+        let log = Log::new(4, 1 << 20, 4 << 20);
+        // Four threads, so four shards, each logging in turn: numbers interleave.
+        let (turns, seen) = (std::sync::Barrier::new(4), std::sync::Mutex::new(0u32));
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    turns.wait();
+                    for _ in 0..50 {
+                        let mut next = seen.lock().unwrap();
+                        log.append(Path::FromLocal, Timestamp::MIN, false, &next.to_le_bytes());
+                        *next += 1;
+                    }
+                });
+            }
+        });
+        let batches = sealed_batches(&log);
+        assert_eq!(batches.len(), 1);
+        assert_eq!((batches[0].first_seq, batches[0].records), (0, 200));
+        let order: Vec<u32> = records(&batches[0].data, &batches[0].sub_micros)
+            .map(|r| u32::from_le_bytes(r.packet.try_into().unwrap()))
+            .collect();
+        assert_eq!(order, (0..200).collect::<Vec<_>>());
+        assert_eq!(batches[0].kinds_to_end[Path::FromLocal.kind_index()], 200);
     }
 }

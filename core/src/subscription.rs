@@ -205,16 +205,15 @@ impl Subscription {
             return nothing;
         }
         let shared = Arc::clone(&self.shared);
-        let mut sealed = lock(&shared.sealed);
+        let mut sealed = lock(&shared.log.sealed);
         self.catch_up(&sealed);
         sealed.batches_from(self.cursor, &mut self.batches);
         let mut held_back = false;
         if self.batches.is_empty() && !sealed.closed {
-            // Records may wait in the open batch: the datapath's lock, taken in its
-            // order (open, then sealed) and only when the records are due.
+            // Records may wait in the shards: sealed only when they are due, since a
+            // seal takes the lock of every shard the datapath appends to.
             drop(sealed);
-            let mut open = lock(&shared.open);
-            held_back = open.has_records_after(self.cursor);
+            held_back = shared.log.next_seq() > self.cursor;
             let due = held_back
                 && match take {
                     Take::Everything => true,
@@ -223,12 +222,11 @@ impl Subscription {
                         self.schedule.is_due(now)
                     }
                 };
-            sealed = lock(&shared.sealed);
-            if due && open.seal_into(&mut sealed) {
-                shared.publish(&open);
+            if due {
+                shared.log.seal(false);
                 held_back = false;
             }
-            drop(open);
+            sealed = lock(&shared.log.sealed);
             self.catch_up(&sealed);
             sealed.batches_from(self.cursor, &mut self.batches);
         }
@@ -256,10 +254,10 @@ impl Subscription {
     /// Decides without the lock, from the published positions, that there is nothing to
     /// take yet; `None` means "look under the lock".
     fn nothing_to_take(&mut self, take: Take) -> Option<Pulled> {
-        if self.shared.is_closed() || self.cursor < self.shared.sealed_end.load(Ordering::Acquire) {
+        if self.shared.is_closed() || self.cursor < self.shared.log.sealed_end() {
             return None;
         }
-        if self.shared.next_seq.load(Ordering::Acquire) <= self.cursor {
+        if self.shared.log.next_seq() <= self.cursor {
             return Some(Pulled::Nothing(Awaited::AnyRecord));
         }
         match take {

@@ -275,6 +275,45 @@ fn an_output_attached_mid_batch_is_woken_by_the_next_record() {
 }
 
 #[test]
+fn records_keep_their_order_across_threads() {
+    // Two threads log in turn, each after the other's record: every output must show
+    // the records in the order they were logged, whichever thread logged them.
+    let capture = Capture::builder().batch_bytes(4096).build();
+    let mut output = capture.subscribe(Options::default());
+    let (to_b, from_a) = std::sync::mpsc::channel::<u32>();
+    let (to_a, from_b) = std::sync::mpsc::channel::<u32>();
+    let log_n = |capture: &Capture, n: u32| {
+        capture.log_packet(Path::FromLocal, UNIX_EPOCH, &n.to_le_bytes().repeat(10));
+    };
+    std::thread::scope(|scope| {
+        let capture = &capture;
+        scope.spawn(move || {
+            for n in (0..2000).step_by(2) {
+                log_n(capture, n);
+                to_b.send(n + 1).unwrap();
+                if from_b.recv().is_err() {
+                    break;
+                }
+            }
+        });
+        scope.spawn(move || {
+            while let Ok(n) = from_a.recv() {
+                log_n(capture, n);
+                let _ = to_a.send(n + 1);
+            }
+        });
+    });
+    capture.close();
+    let file = support::parse(&drain(&mut output));
+    let order: Vec<u32> = file
+        .records
+        .iter()
+        .map(|r| u32::from_le_bytes(r.packet[..4].try_into().unwrap()))
+        .collect();
+    assert_eq!(order, (0..2000).collect::<Vec<_>>());
+}
+
+#[test]
 fn threads_log_while_outputs_come_and_go() {
     const THREADS: u8 = 4;
     const PER_THREAD: u32 = 20_000;
