@@ -177,10 +177,12 @@ impl Sealed {
 #[derive(Debug)]
 pub(crate) struct Log {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
-    /// The number the next record gets; every record stored so far is below it.
+    /// The number the next record gets; every record stored so far is below it. Only
+    /// the datapath touches it per record: readers look at `unsealed` instead, so that
+    /// the counter's line stays with the datapath's cores.
     next_seq: CachePadded<AtomicU64>,
-    /// Whether records wait in a shard since the last seal: the first one wakes the
-    /// readers that wait for any record.
+    /// Whether records wait in a shard since the last seal: the first one sets it and
+    /// wakes the readers that wait for any record.
     unsealed: CachePadded<AtomicBool>,
     /// The sealed batches: the readers' lock, taken before any shard's.
     pub(crate) sealed: Mutex<Sealed>,
@@ -193,7 +195,7 @@ pub(crate) struct Log {
 impl Log {
     pub(crate) fn new(shards: usize, batch_bytes: usize, backlog_bytes: usize) -> Log {
         Log {
-            shards: (0..shards.max(1))
+            shards: (0..prev_power_of_two(shards.max(1)))
                 .map(|_| CachePadded(Mutex::new(Shard::new(batch_bytes))))
                 .collect(),
             next_seq: CachePadded(AtomicU64::new(0)),
@@ -261,8 +263,7 @@ impl Log {
     }
 
     /// Where an output attached now starts: the next record's number, and the records
-    /// per path kind before it. The next record wakes the readers that wait for one,
-    /// as if it were the first since a seal.
+    /// per path kind before it.
     pub(crate) fn attach_point(&self) -> (u64, KindCounts) {
         let sealed = lock(&self.sealed);
         let shards: Vec<_> = self.shards.iter().map(|s| lock(s)).collect();
@@ -272,13 +273,19 @@ impl Log {
                 *total += n;
             }
         }
-        self.unsealed.store(false, Ordering::Release);
         (self.next_seq.load(Ordering::Acquire), kinds)
     }
 
     /// The number the next record gets: records stored so far.
     pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq.load(Ordering::Acquire)
+    }
+
+    /// Whether records wait in the shards: for a reader that has read all that is
+    /// sealed, whether there may be more to take (an output attached since they came
+    /// finds none of them its own, seals them and waits for the next).
+    pub(crate) fn has_unsealed(&self) -> bool {
+        self.unsealed.load(Ordering::Acquire)
     }
 
     /// The number after the last sealed record.
@@ -290,6 +297,11 @@ impl Log {
     pub(crate) fn clamped(&self) -> u64 {
         self.clamped.load(Ordering::Relaxed)
     }
+}
+
+/// The largest power of two not above `n` (at least 1).
+fn prev_power_of_two(n: usize) -> usize {
+    1 << (usize::BITS - 1 - n.max(1).leading_zeros())
 }
 
 /// Locks a mutex whose data no panic can leave half-written (appends and seals are

@@ -10,9 +10,11 @@ use crate::log::{Batch, KindCounts, Sealed, MAX_STORED_PACKET, STORED_HEADER_LEN
 use crate::pcap::{self, PATH_LEN, RECORD_HEADER_LEN};
 use crate::{Path, Timestamp};
 
-/// The shard a thread appends to: threads take shards in turn as they first log, so
-/// up to as many threads as there are shards never share one.
+/// The shard a thread appends to, of a power-of-two number of shards: threads take
+/// shards in turn as they first log, so up to as many threads as there are shards
+/// never share one.
 pub(crate) fn of_this_thread(shards: usize) -> usize {
+    debug_assert!(shards.is_power_of_two());
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
@@ -26,7 +28,7 @@ pub(crate) fn of_this_thread(shards: usize) -> usize {
             slot.get()
         })
         .unwrap_or(0);
-    slot % shards
+    slot & (shards - 1)
 }
 
 /// Records appended to one shard since the last seal, under the shard's lock.
@@ -123,10 +125,11 @@ impl Shard {
     /// Takes the records waiting here, if any, and makes room for the next batch with
     /// a buffer from `sealed`'s spares when too little is left.
     pub(crate) fn take(&mut self, sealed: &mut Sealed) -> Option<Part> {
+        let kept = self.seqs.len();
         let part = (!self.seqs.is_empty()).then(|| Part {
             data: self.buffer.split().freeze(),
             sub_micros: self.sub_micros.split().freeze(),
-            seqs: std::mem::take(&mut self.seqs),
+            seqs: std::mem::replace(&mut self.seqs, Vec::with_capacity(kept)),
             max_incl: std::mem::take(&mut self.max_incl),
             kinds: std::mem::take(&mut self.kinds),
         });

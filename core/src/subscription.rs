@@ -213,7 +213,7 @@ impl Subscription {
             // Records may wait in the shards: sealed only when they are due, since a
             // seal takes the lock of every shard the datapath appends to.
             drop(sealed);
-            held_back = shared.log.next_seq() > self.cursor;
+            held_back = shared.log.has_unsealed();
             let due = held_back
                 && match take {
                     Take::Everything => true,
@@ -257,7 +257,7 @@ impl Subscription {
         if self.shared.is_closed() || self.cursor < self.shared.log.sealed_end() {
             return None;
         }
-        if self.shared.log.next_seq() <= self.cursor {
+        if !self.shared.log.has_unsealed() {
             return Some(Pulled::Nothing(Awaited::AnyRecord));
         }
         match take {

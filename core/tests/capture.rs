@@ -275,6 +275,27 @@ fn an_output_attached_mid_batch_is_woken_by_the_next_record() {
 }
 
 #[test]
+fn an_output_attaching_leaves_waiting_records_to_the_others() {
+    let capture = Capture::new();
+    let mut first = capture.subscribe(Options::default());
+    let mut cx = Context::from_waker(Waker::noop());
+    let t0 = Instant::now();
+    let Poll::Ready(Some(header)) = first.poll_next_at(&mut cx, t0) else {
+        panic!("the header comes first");
+    };
+    log(&capture, 1);
+    assert!(first.poll_next_at(&mut cx, t0).is_pending(), "held back");
+    let _second = capture.subscribe(Options::default());
+    // Nothing more is logged: the record waiting since before the second output
+    // attached is still due to the first at its flush time.
+    let later = t0 + Duration::from_millis(150);
+    let Poll::Ready(Some(record)) = first.poll_next_at(&mut cx, later) else {
+        panic!("the waiting record was not handed out when due");
+    };
+    assert_eq!(tags(&[header.to_vec(), record.to_vec()].concat()), [1]);
+}
+
+#[test]
 fn records_keep_their_order_across_threads() {
     // Two threads log in turn, each after the other's record: every output must show
     // the records in the order they were logged, whichever thread logged them.
