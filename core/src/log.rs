@@ -184,6 +184,9 @@ pub(crate) struct Log {
     /// Whether records wait in a shard since the last seal: the first one sets it and
     /// wakes the readers that wait for any record.
     unsealed: CachePadded<AtomicBool>,
+    /// Bit `i` set once shard `i` took a record: a seal locks only those, so one
+    /// datapath thread's seal takes one shard's lock, not all of them.
+    used: AtomicU64,
     /// The sealed batches: the readers' lock, taken before any shard's.
     pub(crate) sealed: Mutex<Sealed>,
     /// A copy of the sealed end, so that a reader finds out without a lock that it has
@@ -200,6 +203,7 @@ impl Log {
                 .collect(),
             next_seq: CachePadded(AtomicU64::new(0)),
             unsealed: CachePadded(AtomicBool::new(false)),
+            used: AtomicU64::new(0),
             sealed: Mutex::new(Sealed::new(backlog_bytes)),
             sealed_end: AtomicU64::new(0),
             clamped: AtomicU64::new(0),
@@ -208,12 +212,19 @@ impl Log {
 
     /// Appends one record to this thread's shard; says whom to wake.
     pub(crate) fn append(&self, path: Path, ts: Timestamp, clamped: bool, packet: &[u8]) -> Wake {
-        let shard = &self.shards[shard::of_this_thread(self.shards.len())];
+        let index = shard::of_this_thread(self.shards.len());
+        let shard = &self.shards[index];
         let mut wake = Wake::default();
         loop {
             let mut open = lock(shard);
             if open.closed {
                 return wake;
+            }
+            // Marked before the record is numbered: a seal that sees a number sees the
+            // mark of its shard (both in the one order of SeqCst operations).
+            let bit = 1 << index;
+            if self.used.load(Ordering::Relaxed) & bit == 0 {
+                self.used.fetch_or(bit, Ordering::SeqCst);
             }
             match open.append(&self.next_seq, path, ts, packet) {
                 Appended::Stored { full } => {
@@ -244,7 +255,11 @@ impl Log {
         let mut sealed = lock(&self.sealed);
         let mut parts = Vec::new();
         {
-            let mut shards: Vec<_> = self.shards.iter().map(|s| lock(s)).collect();
+            let mut shards = if close {
+                self.shards.iter().map(|s| lock(s)).collect()
+            } else {
+                self.lock_used()
+            };
             for open in &mut shards {
                 open.closed |= close;
                 parts.extend(open.take(&mut sealed));
@@ -266,7 +281,7 @@ impl Log {
     /// per path kind before it.
     pub(crate) fn attach_point(&self) -> (u64, KindCounts) {
         let sealed = lock(&self.sealed);
-        let shards: Vec<_> = self.shards.iter().map(|s| lock(s)).collect();
+        let shards = self.lock_used();
         let mut kinds = sealed.kinds_to_end;
         for open in &shards {
             for (total, n) in kinds.iter_mut().zip(open.kinds()) {
@@ -274,6 +289,24 @@ impl Log {
             }
         }
         (self.next_seq.load(Ordering::Acquire), kinds)
+    }
+
+    /// Locks every shard that took a record, until no other has: then every record
+    /// numbered below the highest number held is in a locked shard. Only a caller that
+    /// holds the sealed lock may hold several shard locks, so their order is free.
+    fn lock_used(&self) -> Vec<MutexGuard<'_, Shard>> {
+        let mut held = Vec::new();
+        let mut locked = 0u64;
+        loop {
+            let fresh = self.used.load(Ordering::SeqCst) & !locked;
+            if fresh == 0 {
+                return held;
+            }
+            for index in (0..self.shards.len()).filter(|i| fresh & (1 << i) != 0) {
+                held.push(lock(&self.shards[index]));
+            }
+            locked |= fresh;
+        }
     }
 
     /// The number the next record gets: records stored so far.

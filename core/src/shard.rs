@@ -102,7 +102,7 @@ impl Shard {
             self.sub_micros
                 .reserve(self.batch_bytes / STORED_HEADER_LEN * 2);
         }
-        let seq = next_seq.fetch_add(1, Ordering::AcqRel);
+        let seq = next_seq.fetch_add(1, Ordering::SeqCst);
         let orig = pcap::saturating_u32(packet.len().saturating_add(PATH_LEN));
         let incl = (PATH_LEN + kept.len()) as u32;
         let mut header = [0u8; STORED_HEADER_LEN];
