@@ -176,7 +176,8 @@ impl Sealed {
 /// The log: the shards the datapath appends to, and the sealed batches readers take.
 #[derive(Debug)]
 pub(crate) struct Log {
-    shards: Box<[CachePadded<Mutex<Shard>>]>,
+    /// Read on every append: on a line no reader writes.
+    shards: CachePadded<Box<[CachePadded<Mutex<Shard>>]>>,
     /// The number the next record gets; every record stored so far is below it. Only
     /// the datapath touches it per record: readers look at `unsealed` instead, so that
     /// the counter's line stays with the datapath's cores.
@@ -186,9 +187,9 @@ pub(crate) struct Log {
     unsealed: CachePadded<AtomicBool>,
     /// Bit `i` set once shard `i` took a record: a seal locks only those, so one
     /// datapath thread's seal takes one shard's lock, not all of them.
-    used: AtomicU64,
+    used: CachePadded<AtomicU64>,
     /// The sealed batches: the readers' lock, taken before any shard's.
-    pub(crate) sealed: Mutex<Sealed>,
+    pub(crate) sealed: CachePadded<Mutex<Sealed>>,
     /// A copy of the sealed end, so that a reader finds out without a lock that it has
     /// read everything sealed.
     sealed_end: AtomicU64,
@@ -198,13 +199,15 @@ pub(crate) struct Log {
 impl Log {
     pub(crate) fn new(shards: usize, batch_bytes: usize, backlog_bytes: usize) -> Log {
         Log {
-            shards: (0..prev_power_of_two(shards.max(1)))
-                .map(|_| CachePadded(Mutex::new(Shard::new(batch_bytes))))
-                .collect(),
+            shards: CachePadded(
+                (0..prev_power_of_two(shards.max(1)))
+                    .map(|_| CachePadded(Mutex::new(Shard::new(batch_bytes))))
+                    .collect(),
+            ),
             next_seq: CachePadded(AtomicU64::new(0)),
             unsealed: CachePadded(AtomicBool::new(false)),
-            used: AtomicU64::new(0),
-            sealed: Mutex::new(Sealed::new(backlog_bytes)),
+            used: CachePadded(AtomicU64::new(0)),
+            sealed: CachePadded(Mutex::new(Sealed::new(backlog_bytes))),
             sealed_end: AtomicU64::new(0),
             clamped: AtomicU64::new(0),
         }
