@@ -182,8 +182,8 @@ pub(crate) struct Log {
     /// the datapath touches it per record: readers look at `unsealed` instead, so that
     /// the counter's line stays with the datapath's cores.
     next_seq: CachePadded<AtomicU64>,
-    /// Whether records wait in a shard since the last seal: the first one sets it and
-    /// wakes the readers that wait for any record.
+    /// Whether records wait in a shard since the last seal: each shard's first record
+    /// sets it and wakes the readers that wait for any record.
     unsealed: CachePadded<AtomicBool>,
     /// Bit `i` set once shard `i` took a record: a seal locks only those, so one
     /// datapath thread's seal takes one shard's lock, not all of them.
@@ -230,11 +230,14 @@ impl Log {
                 self.used.fetch_or(bit, Ordering::SeqCst);
             }
             match open.append(&self.next_seq, path, ts, packet) {
-                Appended::Stored { full } => {
-                    // Under the shard's lock, so a seal cannot clear the flag between
-                    // this record's arrival and the test.
-                    wake.data_readers = !self.unsealed.load(Ordering::Relaxed)
-                        && !self.unsealed.swap(true, Ordering::AcqRel);
+                Appended::Stored { first, full } => {
+                    // Under the shard's lock, so that no seal comes between the record
+                    // and the flag. Only a shard's first record since a seal touches
+                    // the flag: a line readers read is not written on every record.
+                    if first {
+                        self.unsealed.store(true, Ordering::Release);
+                        wake.data_readers = true;
+                    }
                     drop(open);
                     if clamped {
                         self.clamped.fetch_add(1, Ordering::Relaxed);

@@ -47,8 +47,9 @@ pub(crate) struct Shard {
 /// What one append did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Appended {
-    /// Stored; `full` when the shard should be sealed now.
-    Stored { full: bool },
+    /// Stored; `first` when the shard was empty before, `full` when it should be
+    /// sealed now.
+    Stored { first: bool, full: bool },
     /// No room: seal, then append again.
     NoRoom,
 }
@@ -102,6 +103,7 @@ impl Shard {
             self.sub_micros
                 .reserve(self.batch_bytes / STORED_HEADER_LEN * 2);
         }
+        let first = self.seqs.is_empty();
         let seq = next_seq.fetch_add(1, Ordering::SeqCst);
         let orig = pcap::saturating_u32(packet.len().saturating_add(PATH_LEN));
         let incl = (PATH_LEN + kept.len()) as u32;
@@ -118,6 +120,7 @@ impl Shard {
         self.max_incl = self.max_incl.max(incl);
         self.kinds[path.kind_index()] += 1;
         Appended::Stored {
+            first,
             full: self.buffer.len() >= self.batch_bytes - self.batch_bytes / 8,
         }
     }
