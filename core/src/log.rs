@@ -259,7 +259,7 @@ impl Log {
     /// no more records and the queue is marked closed. Says whether it sealed any.
     pub(crate) fn seal(&self, close: bool) -> bool {
         let mut sealed = lock(&self.sealed);
-        let mut parts = Vec::new();
+        let mut parts = Vec::with_capacity(self.shards.len());
         {
             let mut shards = if close {
                 self.shards.iter().map(|s| lock(s)).collect()
@@ -301,7 +301,8 @@ impl Log {
     /// numbered below the highest number held is in a locked shard. Only a caller that
     /// holds the sealed lock may hold several shard locks, so their order is free.
     fn lock_used(&self) -> Vec<MutexGuard<'_, Shard>> {
-        let mut held = Vec::new();
+        // Allocated before any lock is taken: the datapath waits while one is held.
+        let mut held = Vec::with_capacity(self.shards.len());
         let mut locked = 0u64;
         loop {
             let fresh = self.used.load(Ordering::SeqCst) & !locked;

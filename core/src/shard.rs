@@ -37,8 +37,8 @@ pub(crate) struct Shard {
     batch_bytes: usize,
     buffer: BytesMut,
     sub_micros: BytesMut,
-    /// The log number of each record, rising.
-    seqs: Vec<u64>,
+    /// The log numbers of the records, rising, as runs of consecutive numbers.
+    seqs: Runs,
     max_incl: u32,
     kinds: KindCounts,
     pub(crate) closed: bool,
@@ -59,7 +59,7 @@ pub(crate) enum Appended {
 pub(crate) struct Part {
     data: Bytes,
     sub_micros: Bytes,
-    seqs: Vec<u64>,
+    seqs: Runs,
     max_incl: u32,
     kinds: KindCounts,
 }
@@ -70,7 +70,7 @@ impl Shard {
             batch_bytes,
             buffer: BytesMut::new(),
             sub_micros: BytesMut::new(),
-            seqs: Vec::new(),
+            seqs: Runs::default(),
             max_incl: 0,
             kinds: [0; Path::KINDS],
             closed: false,
@@ -128,15 +128,16 @@ impl Shard {
     /// Takes the records waiting here, if any, and makes room for the next batch with
     /// a buffer from `sealed`'s spares when too little is left.
     pub(crate) fn take(&mut self, sealed: &mut Sealed) -> Option<Part> {
-        let kept = self.seqs.len();
         let part = (!self.seqs.is_empty()).then(|| Part {
             data: self.buffer.split().freeze(),
             sub_micros: self.sub_micros.split().freeze(),
-            seqs: std::mem::replace(&mut self.seqs, Vec::with_capacity(kept)),
+            seqs: std::mem::take(&mut self.seqs),
             max_incl: std::mem::take(&mut self.max_incl),
             kinds: std::mem::take(&mut self.kinds),
         });
-        if self.buffer.capacity() - self.buffer.len() < self.batch_bytes / 2 {
+        // Kept until nearly used up: a reader that seals each record as it comes would
+        // otherwise have the shard take a buffer for every few records.
+        if self.buffer.capacity() - self.buffer.len() < self.batch_bytes / 8 {
             let mut buffer = sealed.spare.pop().unwrap_or_default();
             // On a buffer nobody else holds, `reserve` reclaims the whole allocation.
             buffer.reserve(self.batch_bytes);
@@ -152,7 +153,7 @@ impl Shard {
 /// itself when there is one, else the records of all in number order, copied once.
 pub(crate) fn merge(mut parts: Vec<Part>, sealed: &mut Sealed) -> Batch {
     let first_seq = sealed.end_seq();
-    let records: usize = parts.iter().map(|p| p.seqs.len()).sum();
+    let records: usize = parts.iter().map(|p| p.seqs.len).sum();
     let max_incl = parts.iter().map(|p| p.max_incl).max().unwrap_or(0);
     let mut kinds_to_end = sealed.kinds_to_end;
     for part in &parts {
@@ -170,33 +171,37 @@ pub(crate) fn merge(mut parts: Vec<Part>, sealed: &mut Sealed) -> Batch {
     };
     if parts.len() == 1 {
         let part = parts.remove(0);
-        debug_assert_eq!(part.seqs.first(), Some(&first_seq));
+        debug_assert_eq!(part.seqs.run(0).map(|r| r.0), Some(first_seq));
         return batch(part.data, part.sub_micros, records);
     }
     let bytes: usize = parts.iter().map(|p| p.data.len()).sum();
     let mut data = sealed.spare.pop().unwrap_or_default();
     data.reserve(bytes);
     let mut sub_micros = BytesMut::with_capacity(records * 2);
-    // Per part: records and bytes already copied.
-    let mut at = vec![(0usize, 0usize); parts.len()];
+    // Per part: the next run, its records and bytes already copied.
+    let mut at = vec![(0usize, 0usize, 0usize); parts.len()];
     let mut copied = 0;
     while copied < records {
         let want = first_seq + copied as u64;
-        let Some(i) = (0..parts.len()).find(|&i| parts[i].seqs.get(at[i].0) == Some(&want)) else {
+        let next_run = |i: usize| parts[i].seqs.run(at[i].0);
+        let Some(i) =
+            (0..parts.len()).find(|&i| next_run(i).is_some_and(|(start, _)| start == want))
+        else {
             debug_assert!(false, "record {want} missing from the parts");
             break;
         };
-        let (part, (record, offset)) = (&parts[i], &mut at[i]);
-        // Copies the run of this part's records that follow in number.
+        let Some((_, run)) = next_run(i) else { break };
+        let (part, (run_index, record, offset)) = (&parts[i], &mut at[i]);
+        // A run of consecutive numbers is consecutive in the part too: one copy.
         let start = *offset;
-        let first = *record;
-        while *record < part.seqs.len() && part.seqs[*record] == first_seq + copied as u64 {
+        for _ in 0..run {
             *offset += stored_len(&part.data[*offset..]);
-            *record += 1;
-            copied += 1;
         }
         data.extend_from_slice(&part.data[start..*offset]);
-        sub_micros.extend_from_slice(&part.sub_micros[first * 2..*record * 2]);
+        sub_micros.extend_from_slice(&part.sub_micros[*record * 2..(*record + run as usize) * 2]);
+        *record += run as usize;
+        *run_index += 1;
+        copied += run as usize;
     }
     for part in parts {
         sealed.recycle(part.data);
@@ -208,4 +213,37 @@ pub(crate) fn merge(mut parts: Vec<Part>, sealed: &mut Sealed) -> Batch {
 fn stored_len(data: &[u8]) -> usize {
     let incl = u32::from_le_bytes([data[8], data[9], data[10], data[11]]) as usize;
     RECORD_HEADER_LEN + incl
+}
+
+/// Rising numbers stored as runs of consecutive ones. The first run is kept inline: a
+/// shard that one thread fills holds one run and never allocates for it.
+#[derive(Debug, Default)]
+pub(crate) struct Runs {
+    head: Option<(u64, u32)>,
+    rest: Vec<(u64, u32)>,
+    len: usize,
+}
+
+impl Runs {
+    fn push(&mut self, seq: u64) {
+        self.len += 1;
+        let last = self.rest.last_mut().or(self.head.as_mut());
+        match last {
+            Some((start, count)) if *start + u64::from(*count) == seq => *count += 1,
+            Some(_) => self.rest.push((seq, 1)),
+            None => self.head = Some((seq, 1)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Run `i`: its first number and length.
+    fn run(&self, i: usize) -> Option<(u64, u32)> {
+        match i {
+            0 => self.head,
+            _ => self.rest.get(i - 1).copied(),
+        }
+    }
 }
