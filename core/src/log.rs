@@ -270,6 +270,11 @@ impl Log {
                 open.closed |= close;
                 parts.extend(open.take(&mut sealed));
             }
+            // The new end first, then the flag: a reader that sees nothing unsealed
+            // also sees that there is more sealed, and waits on the readers' lock for it.
+            let taken: usize = parts.iter().map(shard::Part::len).sum();
+            self.sealed_end
+                .store(sealed.end_seq() + taken as u64, Ordering::Release);
             self.unsealed.store(false, Ordering::Release);
         }
         sealed.closed |= close;

@@ -64,6 +64,13 @@ pub(crate) struct Part {
     kinds: KindCounts,
 }
 
+impl Part {
+    /// Records in this part.
+    pub(crate) fn len(&self) -> usize {
+        self.seqs.len
+    }
+}
+
 impl Shard {
     pub(crate) fn new(batch_bytes: usize) -> Shard {
         Shard {

@@ -254,10 +254,15 @@ impl Subscription {
     /// Decides without the lock, from the published positions, that there is nothing to
     /// take yet; `None` means "look under the lock".
     fn nothing_to_take(&mut self, take: Take) -> Option<Pulled> {
-        if self.shared.is_closed() || self.cursor < self.shared.log.sealed_end() {
+        if self.shared.is_closed() {
             return None;
         }
-        if !self.shared.log.has_unsealed() {
+        // The flag first: a seal moves the sealed end before it clears the flag.
+        let unsealed = self.shared.log.has_unsealed();
+        if self.cursor < self.shared.log.sealed_end() {
+            return None;
+        }
+        if !unsealed {
             return Some(Pulled::Nothing(Awaited::AnyRecord));
         }
         match take {
