@@ -98,6 +98,17 @@ pub fn watch_panics() {
     });
 }
 
+/// Runs a test, then checks that no runtime or server thread panicked meanwhile.
+pub fn checked(test: impl FnOnce()) {
+    watch_panics();
+    test();
+    assert_eq!(
+        panics_outside_tests(),
+        0,
+        "a thread of a runtime or server panicked"
+    );
+}
+
 /// Panics counted by [`watch_panics`] so far.
 pub fn panics_outside_tests() -> usize {
     PANICS.load(Ordering::SeqCst)

@@ -425,17 +425,6 @@ fn tshark_reads_pcap_over_ip<R: Runtime>() {
 
 use std::io::{Read, Write};
 
-/// Runs a test and then checks that no runtime or server thread panicked meanwhile.
-fn checked(test: impl FnOnce()) {
-    pcapcast_tests::watch_panics();
-    test();
-    assert_eq!(
-        pcapcast_tests::panics_outside_tests(),
-        0,
-        "a thread of a runtime or server panicked"
-    );
-}
-
 macro_rules! conformance {
     ($runtime:ident, $rt:ty) => {
         mod $runtime {
@@ -443,19 +432,21 @@ macro_rules! conformance {
 
             #[test]
             fn writers_get_whole_streams() {
-                checked(|| writers_attached_at_different_moments_get_whole_streams::<$rt>());
+                pcapcast_tests::checked(|| {
+                    writers_attached_at_different_moments_get_whole_streams::<$rt>()
+                });
             }
             #[test]
             fn failing_writer_is_detached_alone() {
-                checked(|| a_failing_writer_is_detached_alone::<$rt>());
+                pcapcast_tests::checked(|| a_failing_writer_is_detached_alone::<$rt>());
             }
             #[test]
             fn stalled_writer_loses_records_alone() {
-                checked(|| a_stalled_writer_loses_records_alone::<$rt>());
+                pcapcast_tests::checked(|| a_stalled_writer_loses_records_alone::<$rt>());
             }
             #[test]
             fn flush_interval() {
-                checked(|| records_are_flushed_after_the_interval::<$rt>());
+                pcapcast_tests::checked(|| records_are_flushed_after_the_interval::<$rt>());
             }
             #[test]
             fn http_over_unix() {
@@ -483,15 +474,15 @@ macro_rules! conformance {
             }
             #[test]
             fn tcp_host_and_token() {
-                checked(|| tcp_checks_host_and_token::<$rt>());
+                pcapcast_tests::checked(|| tcp_checks_host_and_token::<$rt>());
             }
             #[test]
             fn slow_headers() {
-                checked(|| slow_headers_are_cut_off::<$rt>());
+                pcapcast_tests::checked(|| slow_headers_are_cut_off::<$rt>());
             }
             #[test]
             fn private_unix_sockets() {
-                checked(|| unix_sockets_are_private::<$rt>());
+                pcapcast_tests::checked(|| unix_sockets_are_private::<$rt>());
             }
             #[test]
             fn pcap_over_ip_tcp() {
@@ -504,11 +495,11 @@ macro_rules! conformance {
             }
             #[test]
             fn curl() {
-                checked(|| curl_saves_a_valid_capture::<$rt>());
+                pcapcast_tests::checked(|| curl_saves_a_valid_capture::<$rt>());
             }
             #[test]
             fn tshark_pcap_over_ip() {
-                checked(|| tshark_reads_pcap_over_ip::<$rt>());
+                pcapcast_tests::checked(|| tshark_reads_pcap_over_ip::<$rt>());
             }
         }
     };

@@ -438,17 +438,6 @@ fn closing_ends_every_output_on_a_whole_record<R: Runtime>() {
     }
 }
 
-/// Runs a test and then checks that no runtime or server thread panicked meanwhile.
-fn checked(test: impl FnOnce()) {
-    pcapcast_tests::watch_panics();
-    test();
-    assert_eq!(
-        pcapcast_tests::panics_outside_tests(),
-        0,
-        "a thread of a runtime or server panicked"
-    );
-}
-
 macro_rules! hostile {
     ($runtime:ident, $rt:ty) => {
         mod $runtime {
@@ -456,27 +445,27 @@ macro_rules! hostile {
 
             #[test]
             fn hostile_requests() {
-                checked(|| hostile_requests_get_the_right_answer::<$rt>());
+                pcapcast_tests::checked(|| hostile_requests_get_the_right_answer::<$rt>());
             }
             #[test]
             fn other_users_are_refused() {
-                checked(|| another_user_cannot_connect::<$rt>());
+                pcapcast_tests::checked(|| another_user_cannot_connect::<$rt>());
             }
             #[test]
             fn thousand_hangups() {
-                checked(|| readers_hang_up_mid_record_a_thousand_times::<$rt>());
+                pcapcast_tests::checked(|| readers_hang_up_mid_record_a_thousand_times::<$rt>());
             }
             #[test]
             fn quiet_clients_leave() {
-                checked(|| quiet_clients_that_leave_are_detached::<$rt>());
+                pcapcast_tests::checked(|| quiet_clients_that_leave_are_detached::<$rt>());
             }
             #[test]
             fn outputs_256() {
-                checked(|| many_outputs::<$rt>(64));
+                pcapcast_tests::checked(|| many_outputs::<$rt>(64));
             }
             #[test]
             fn close_while_streaming() {
-                checked(|| closing_ends_every_output_on_a_whole_record::<$rt>());
+                pcapcast_tests::checked(|| closing_ends_every_output_on_a_whole_record::<$rt>());
             }
         }
     };
