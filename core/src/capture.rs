@@ -127,7 +127,8 @@ impl Builder {
         self
     }
 
-    /// Bytes of records kept for readers that lag (default 4 MiB, at least two batches).
+    /// Bytes of records kept for readers that lag (default 4 MiB, at least two batches;
+    /// with several datapath threads one sealed batch can hold a batch from each).
     /// The backlog is shared by all outputs: memory does not grow with their number. A
     /// reader further behind loses the oldest records and counts them.
     pub fn backlog_bytes(mut self, bytes: usize) -> Builder {

@@ -235,7 +235,8 @@ impl Log {
                     // and the flag. Only a shard's first record since a seal touches
                     // the flag: a line readers read is not written on every record.
                     if first {
-                        self.unsealed.store(true, Ordering::Release);
+                        // SeqCst: ordered with a seal's clearing and its look at `used`.
+                        self.unsealed.store(true, Ordering::SeqCst);
                         wake.data_readers = true;
                     }
                     drop(open);
@@ -259,24 +260,32 @@ impl Log {
     /// no more records and the queue is marked closed. Says whether it sealed any.
     pub(crate) fn seal(&self, close: bool) -> bool {
         let mut sealed = lock(&self.sealed);
+        // Allocated before any shard's lock is taken: the datapath may wait on those.
+        let mut held = Vec::with_capacity(self.shards.len());
         let mut parts = Vec::with_capacity(self.shards.len());
-        {
-            let mut shards = if close {
-                self.shards.iter().map(|s| lock(s)).collect()
-            } else {
-                self.lock_used()
-            };
-            for open in &mut shards {
+        let mut locked = 0u64;
+        let every = if close { u64::MAX } else { 0 };
+        loop {
+            let fresh = held.len();
+            self.lock_more(&mut held, &mut locked, every);
+            for open in &mut held[fresh..] {
                 open.closed |= close;
                 parts.extend(open.take(&mut sealed));
             }
             // The new end first, then the flag: a reader that sees nothing unsealed
-            // also sees that there is more sealed, and waits on the readers' lock for it.
+            // also sees that there is more sealed, and waits on the readers' lock.
             let taken: usize = parts.iter().map(shard::Part::len).sum();
             self.sealed_end
                 .store(sealed.end_seq() + taken as u64, Ordering::Release);
-            self.unsealed.store(false, Ordering::Release);
+            self.unsealed.store(false, Ordering::SeqCst);
+            // A shard that took its first record after the last look at the mask set
+            // the flag before or after the store above: look again, and take it too
+            // if it is marked by now; a shard marked later sets the flag after.
+            if self.used.load(Ordering::SeqCst) & !locked == 0 {
+                break;
+            }
         }
+        drop(held);
         sealed.closed |= close;
         let any = !parts.is_empty();
         if any {
@@ -284,7 +293,6 @@ impl Log {
             sealed.kinds_to_end = batch.kinds_to_end;
             sealed.push(batch);
         }
-        self.sealed_end.store(sealed.end_seq(), Ordering::Release);
         any
     }
 
@@ -292,32 +300,40 @@ impl Log {
     /// per path kind before it.
     pub(crate) fn attach_point(&self) -> (u64, KindCounts) {
         let sealed = lock(&self.sealed);
-        let shards = self.lock_used();
+        let mut shards = Vec::with_capacity(self.shards.len());
+        self.lock_more(&mut shards, &mut 0, 0);
+        // Every record numbered so far is in a locked shard (a shard marked later
+        // numbers after these), so the cursor and the counts agree.
         let mut kinds = sealed.kinds_to_end;
+        let mut waiting = 0;
         for open in &shards {
+            waiting += open.len();
             for (total, n) in kinds.iter_mut().zip(open.kinds()) {
                 *total += n;
             }
         }
-        (self.next_seq.load(Ordering::Acquire), kinds)
+        (sealed.end_seq() + waiting as u64, kinds)
     }
 
-    /// Locks every shard that took a record, until no other has: then every record
-    /// numbered below the highest number held is in a locked shard. Only a caller that
-    /// holds the sealed lock may hold several shard locks, so their order is free.
-    fn lock_used(&self) -> Vec<MutexGuard<'_, Shard>> {
-        // Allocated before any lock is taken: the datapath waits while one is held.
-        let mut held = Vec::with_capacity(self.shards.len());
-        let mut locked = 0u64;
+    /// Locks, beside those in `locked`, every shard that took a record (and those in
+    /// `also`), until no other has: then every record numbered below the highest
+    /// number held is in a locked shard. Only a caller that holds the sealed lock may
+    /// hold several shard locks, so their order is free.
+    fn lock_more<'a>(&'a self, held: &mut Vec<MutexGuard<'a, Shard>>, locked: &mut u64, also: u64) {
+        let all = if self.shards.len() == 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.shards.len()) - 1
+        };
         loop {
-            let fresh = self.used.load(Ordering::SeqCst) & !locked;
+            let fresh = (self.used.load(Ordering::SeqCst) | also) & all & !*locked;
             if fresh == 0 {
-                return held;
+                return;
             }
             for index in (0..self.shards.len()).filter(|i| fresh & (1 << i) != 0) {
                 held.push(lock(&self.shards[index]));
             }
-            locked |= fresh;
+            *locked |= fresh;
         }
     }
 

@@ -11,8 +11,9 @@ use crate::pcap::{self, PATH_LEN, RECORD_HEADER_LEN};
 use crate::{Path, Timestamp};
 
 /// The shard a thread appends to, of a power-of-two number of shards: threads take
-/// shards in turn as they first log, so up to as many threads as there are shards
-/// never share one.
+/// shards in turn as they first log, counted across the process, so a few threads
+/// that start together get shards of their own (threads that come and go may end up
+/// sharing one).
 pub(crate) fn of_this_thread(shards: usize) -> usize {
     debug_assert!(shards.is_power_of_two());
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -82,6 +83,11 @@ impl Shard {
             kinds: [0; Path::KINDS],
             closed: false,
         }
+    }
+
+    /// Records waiting here.
+    pub(crate) fn len(&self) -> usize {
+        self.seqs.len
     }
 
     /// Records per path kind waiting here.

@@ -225,6 +225,10 @@ impl Subscription {
             if due {
                 shared.log.seal(false);
                 held_back = false;
+                // The flush fell due and was done, whether or not the records were
+                // this output's (those waiting may all predate its attach): without
+                // this the schedule would stay due and a timed writer spin.
+                self.schedule.handle_flushed();
             }
             sealed = lock(&shared.log.sealed);
             self.catch_up(&sealed);

@@ -296,6 +296,31 @@ fn an_output_attaching_leaves_waiting_records_to_the_others() {
 }
 
 #[test]
+fn a_late_output_is_not_left_due_by_records_before_it() {
+    let capture = Capture::new();
+    let _first = capture.subscribe(Options::default());
+    log(&capture, 1); // waits in a shard, before the late output's cursor
+    let mut late = capture.subscribe(Options::default());
+    let mut cx = Context::from_waker(Waker::noop());
+    let t0 = Instant::now();
+    let Poll::Ready(Some(_header)) = late.poll_next_at(&mut cx, t0) else {
+        panic!("the header comes first");
+    };
+    assert!(late.poll_next_at(&mut cx, t0).is_pending());
+    let later = t0 + Duration::from_millis(150);
+    assert!(
+        late.poll_next_at(&mut cx, later).is_pending(),
+        "nothing of its own"
+    );
+    // A timer armed for a deadline already past would fire at once, for ever.
+    assert!(
+        late.poll_timeout().is_none_or(|due| due > later),
+        "still due at {:?}",
+        late.poll_timeout()
+    );
+}
+
+#[test]
 fn records_keep_their_order_across_threads() {
     // Two threads log in turn, each after the other's record: every output must show
     // the records in the order they were logged, whichever thread logged them.
