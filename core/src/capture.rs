@@ -1,12 +1,12 @@
 //! The datapath handle.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use event_listener::Event;
 
-use crate::log::Log;
+use crate::log::{lock, Open, Sealed};
 use crate::{Error, Options, Path, Subscription, Timestamp};
 
 /// Bit of `Shared::state` set once the capture is closed; the rest counts outputs.
@@ -19,13 +19,19 @@ pub(crate) struct Shared {
     state: CachePadded<AtomicUsize>,
     /// `Capture` handles alive; the last one to go closes the capture.
     handles: AtomicUsize,
-    /// The records: the datapath's shards and the sealed batches.
-    pub(crate) log: Log,
-    /// Wakes readers waiting for any record: on the first record since a seal.
+    /// The open batch: the datapath's lock.
+    pub(crate) open: Mutex<Open>,
+    /// The sealed batches: the readers' lock, taken by the datapath once a batch.
+    pub(crate) sealed: Mutex<Sealed>,
+    /// Wakes readers waiting for any record: on the first record of an empty batch.
     pub(crate) data_event: Event,
     /// Wakes readers holding records back for a full batch: when one is sealed.
     pub(crate) batch_event: Event,
     pub(crate) dropped: AtomicU64,
+    /// Copies of `Log::next_seq` and `Log::sealed_end`, so that a reader with nothing to
+    /// take finds out without taking the lock the datapath needs.
+    pub(crate) next_seq: CachePadded<AtomicU64>,
+    pub(crate) sealed_end: AtomicU64,
     max_outputs: usize,
     pub(crate) batch_bytes: usize,
 }
@@ -33,7 +39,7 @@ pub(crate) struct Shared {
 /// Keeps a value on a cache line of its own.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-pub(crate) struct CachePadded<T>(pub(crate) T);
+pub(crate) struct CachePadded<T>(T);
 
 impl<T> std::ops::Deref for CachePadded<T> {
     type Target = T;
@@ -44,6 +50,12 @@ impl<T> std::ops::Deref for CachePadded<T> {
 }
 
 impl Shared {
+    /// Publishes the open batch's positions; called under its lock after every change.
+    pub(crate) fn publish(&self, open: &Open) {
+        self.next_seq.store(open.next_seq(), Ordering::Release);
+        self.sealed_end.store(open.sealed_end(), Ordering::Release);
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.state.load(Ordering::Acquire) & CLOSED != 0
     }
@@ -57,11 +69,10 @@ impl Shared {
 ///
 /// `log_packet` is the datapath's one call: with no output attached it reads one atomic
 /// word and returns; with outputs it copies the packet once into a shared backlog and
-/// never waits for a reader to read. Each datapath thread appends to a shard of the
-/// backlog of its own (threads share shards once there are more threads than cores),
-/// numbered from one counter so that the outputs see one order. A seal, by a reader
-/// whose flush is due or by the thread that filled its shard, takes every shard's lock
-/// for a moment: the datapath can wait for that, never for a reader's I/O.
+/// never waits for a reader to read. The backlog's lock is shared by the datapath's
+/// threads; a reader takes it only to seal a partial batch that is due. Holding it, the
+/// reader may queue behind other readers copying batch handles: the datapath can wait
+/// for that, never for a reader's I/O.
 /// Each output is a [`Subscription`]: a byte stream in its own format.
 ///
 /// # Examples
@@ -102,7 +113,6 @@ pub struct Builder {
     batch_bytes: usize,
     backlog_bytes: usize,
     max_outputs: usize,
-    shards: usize,
 }
 
 impl Default for Builder {
@@ -111,13 +121,9 @@ impl Default for Builder {
             batch_bytes: 64 << 10,
             backlog_bytes: 4 << 20,
             max_outputs: 256,
-            shards: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SHARDS)),
         }
     }
 }
-
-/// Most shards a capture splits its datapath's appends into.
-const MAX_SHARDS: usize = 16;
 
 impl Builder {
     /// Size of a batch (default 64 KiB, at least 4 KiB): records are handed to readers
@@ -127,8 +133,7 @@ impl Builder {
         self
     }
 
-    /// Bytes of records kept for readers that lag (default 4 MiB, at least two batches;
-    /// with several datapath threads one sealed batch can hold a batch from each).
+    /// Bytes of records kept for readers that lag (default 4 MiB, at least two batches).
     /// The backlog is shared by all outputs: memory does not grow with their number. A
     /// reader further behind loses the oldest records and counts them.
     pub fn backlog_bytes(mut self, bytes: usize) -> Builder {
@@ -149,10 +154,13 @@ impl Builder {
             shared: Arc::new(Shared {
                 state: CachePadded(AtomicUsize::new(0)),
                 handles: AtomicUsize::new(1),
-                log: Log::new(self.shards, self.batch_bytes, backlog),
+                open: Mutex::new(Open::new(self.batch_bytes)),
+                sealed: Mutex::new(Sealed::new(backlog)),
                 data_event: Event::new(),
                 batch_event: Event::new(),
                 dropped: AtomicU64::new(0),
+                next_seq: CachePadded(AtomicU64::new(0)),
+                sealed_end: AtomicU64::new(0),
                 max_outputs: self.max_outputs,
                 batch_bytes: self.batch_bytes,
             }),
@@ -225,7 +233,15 @@ impl Capture {
     #[inline(never)]
     fn store(&self, path: Path, when: SystemTime, packet: &[u8]) {
         let (ts, clamped) = Timestamp::from_system_time(when);
-        let wake = self.shared.log.append(path, ts, clamped, packet);
+        let wake = {
+            let mut open = lock(&self.shared.open);
+            if open.closed {
+                return;
+            }
+            let wake = open.append(&self.shared.sealed, path, ts, clamped, packet);
+            self.shared.publish(&open);
+            wake
+        };
         if wake.data_readers {
             self.shared.data_event.notify(usize::MAX);
         }
@@ -274,7 +290,11 @@ impl Capture {
             }
         }
         // Counted first, then placed: every record stored after this point is seen.
-        let (cursor, kinds) = self.shared.log.attach_point();
+        let (cursor, kinds) = {
+            let mut open = lock(&self.shared.open);
+            open.wake_on_next_record();
+            (open.next_seq(), open.kinds())
+        };
         Ok(Subscription::attached(
             Arc::clone(&self.shared),
             options,
@@ -297,17 +317,25 @@ impl Capture {
     /// once it has handed out what it holds.
     pub fn close(&self) {
         self.shared.state.fetch_or(CLOSED, Ordering::AcqRel);
-        self.shared.log.seal(true);
+        {
+            let mut open = lock(&self.shared.open);
+            open.closed = true;
+            let mut sealed = lock(&self.shared.sealed);
+            open.seal_into(&mut sealed);
+            sealed.closed = true;
+            self.shared.publish(&open);
+        }
         self.shared.data_event.notify(usize::MAX);
         self.shared.batch_event.notify(usize::MAX);
     }
 
     /// Counters of the whole capture.
     pub fn stats(&self) -> CaptureStats {
+        let open = lock(&self.shared.open);
         CaptureStats {
             outputs: self.num_outputs(),
-            logged: self.shared.log.next_seq(),
-            clamped_times: self.shared.log.clamped(),
+            logged: open.logged,
+            clamped_times: open.clamped,
             dropped: self.shared.dropped.load(Ordering::Relaxed),
         }
     }

@@ -53,7 +53,6 @@ mod options;
 mod path;
 pub mod pcap;
 pub mod pcapng;
-mod shard;
 mod subscription;
 mod time;
 

@@ -1,23 +1,18 @@
 //! The shared backlog: records in the seed layout, in batches that readers clone.
 //!
-//! The datapath appends each record once to a shard of its own thread (see
-//! [`crate::shard`]), numbered from one counter so that the log keeps one order. A seal
-//! takes every shard's records at once and queues them as one batch (the shard's own
-//! bytes when only one shard had any, else merged by number); readers clone the
+//! The datapath appends each record once, under a lock nobody holds for long, to the
+//! open batch. A full batch is sealed (frozen into `Bytes`) and queued; readers clone the
 //! handles of sealed batches and encode outside the lock. The queue holds at most
-//! `backlog` bytes: the oldest batch goes first, and a reader that had not read it
-//! counts its records as lost. Buffers of evicted batches are reused, so a steady
-//! capture keeps touching the same memory instead of faulting in fresh pages.
+//! `backlog` bytes: the oldest batch goes first, and a reader that had not read it counts
+//! its records as lost. Buffers of evicted batches are reused, so a steady capture keeps
+//! touching the same memory instead of faulting in fresh pages.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::capture::CachePadded;
-use crate::pcap::{MAX_SNAPLEN, PATH_LEN, RECORD_HEADER_LEN};
-use crate::shard::{self, Appended, Shard};
+use crate::pcap::{self, MAX_SNAPLEN, PATH_LEN, RECORD_HEADER_LEN};
 use crate::{Path, Timestamp};
 
 /// A stored record header: the seed record header, then the path.
@@ -25,7 +20,7 @@ pub(crate) const STORED_HEADER_LEN: usize = RECORD_HEADER_LEN + PATH_LEN;
 /// The most packet bytes stored for one record; every snaplen an output may ask for fits.
 pub(crate) const MAX_STORED_PACKET: usize = MAX_SNAPLEN as usize - PATH_LEN;
 /// Evicted buffers kept for reuse.
-const MAX_SPARE: usize = 8;
+const MAX_SPARE: usize = 4;
 
 /// Records counted per path kind ([`Path::kind_index`]), from the capture's start up to
 /// some sequence number. The difference of two tells how many records of each kind lie
@@ -88,6 +83,27 @@ pub(crate) fn records<'a>(
     })
 }
 
+/// The batch the datapath appends to, under the datapath's lock.
+#[derive(Debug)]
+pub(crate) struct Open {
+    batch_bytes: usize,
+    buffer: BytesMut,
+    sub_micros: BytesMut,
+    first_seq: u64,
+    records: u32,
+    max_incl: u32,
+    /// Records per path kind before `next_seq`.
+    kinds: KindCounts,
+    pub(crate) closed: bool,
+    pub(crate) logged: u64,
+    pub(crate) clamped: u64,
+    /// Batch buffers allocated because no evicted one could be reused.
+    fresh_buffers: u64,
+    /// An output attached while this batch held records: it waits for a record that
+    /// would otherwise land mid-batch, where no wake-up is due.
+    wake_next: bool,
+}
+
 /// Sealed batches, under the readers' lock. The datapath takes it once a batch.
 #[derive(Debug)]
 pub(crate) struct Sealed {
@@ -96,11 +112,9 @@ pub(crate) struct Sealed {
     bytes: usize,
     /// Sequence number of the first record not sealed yet.
     end_seq: u64,
-    pub(crate) spare: Vec<BytesMut>,
+    spare: Vec<BytesMut>,
     /// Records per path kind before [`Sealed::oldest_seq`].
     kinds_to_oldest: KindCounts,
-    /// Records per path kind before [`Sealed::end_seq`].
-    pub(crate) kinds_to_end: KindCounts,
     pub(crate) closed: bool,
 }
 
@@ -113,6 +127,134 @@ pub(crate) struct Wake {
     pub(crate) batch_readers: bool,
 }
 
+impl Open {
+    pub(crate) fn new(batch_bytes: usize) -> Open {
+        Open {
+            batch_bytes,
+            buffer: BytesMut::new(),
+            sub_micros: BytesMut::new(),
+            first_seq: 0,
+            records: 0,
+            max_incl: 0,
+            kinds: [0; Path::KINDS],
+            closed: false,
+            logged: 0,
+            clamped: 0,
+            fresh_buffers: 0,
+            wake_next: false,
+        }
+    }
+
+    /// Makes the next append wake the readers waiting for any record, as the first
+    /// record of a batch does.
+    pub(crate) fn wake_on_next_record(&mut self) {
+        self.wake_next = self.records > 0;
+    }
+
+    /// Sequence number the next record will get.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.first_seq + u64::from(self.records)
+    }
+
+    /// Records per path kind before [`Open::next_seq`].
+    pub(crate) fn kinds(&self) -> KindCounts {
+        self.kinds
+    }
+
+    /// Sequence number of the first record not sealed yet.
+    pub(crate) fn sealed_end(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// Whether the open batch holds records at or after `cursor`.
+    pub(crate) fn has_records_after(&self, cursor: u64) -> bool {
+        self.next_seq() > cursor
+    }
+
+    /// Whether an output attached mid-batch waits for this record; a plain load when not.
+    fn take_wake_next(&mut self) -> bool {
+        if self.wake_next {
+            self.wake_next = false;
+            return true;
+        }
+        false
+    }
+
+    /// Appends one record; `sealed` is locked only when a batch is sealed.
+    pub(crate) fn append(
+        &mut self,
+        sealed: &Mutex<Sealed>,
+        path: Path,
+        ts: Timestamp,
+        clamped: bool,
+        packet: &[u8],
+    ) -> Wake {
+        let kept = &packet[..packet.len().min(MAX_STORED_PACKET)];
+        let need = STORED_HEADER_LEN + kept.len();
+        let mut wake = Wake::default();
+        if self.buffer.capacity() - self.buffer.len() < need {
+            let mut sealed = lock(sealed);
+            wake.batch_readers = self.seal_into(&mut sealed);
+            self.renew(&mut sealed, need);
+        }
+        let orig = pcap::saturating_u32(packet.len().saturating_add(PATH_LEN));
+        let incl = (PATH_LEN + kept.len()) as u32;
+        let mut header = [0u8; STORED_HEADER_LEN];
+        header[0..4].copy_from_slice(&ts.secs().to_le_bytes());
+        header[4..8].copy_from_slice(&ts.micros().to_le_bytes());
+        header[8..12].copy_from_slice(&incl.to_le_bytes());
+        header[12..16].copy_from_slice(&orig.to_le_bytes());
+        header[16..18].copy_from_slice(&u16::from(path).to_le_bytes());
+        self.buffer.extend_from_slice(&header);
+        self.buffer.extend_from_slice(kept);
+        self.sub_micros.put_u16_le((ts.nanos() % 1_000) as u16);
+        self.records += 1;
+        self.max_incl = self.max_incl.max(incl);
+        self.kinds[path.kind_index()] += 1;
+        self.logged += 1;
+        self.clamped += u64::from(clamped);
+        wake.data_readers = self.records == 1 || self.take_wake_next();
+        if self.buffer.len() >= self.batch_bytes - self.batch_bytes / 8 {
+            wake.batch_readers |= self.seal_into(&mut lock(sealed));
+        }
+        wake
+    }
+
+    /// Moves the open batch, if it holds records, to the sealed queue; says whether it
+    /// did.
+    pub(crate) fn seal_into(&mut self, sealed: &mut Sealed) -> bool {
+        if self.records == 0 {
+            return false;
+        }
+        let batch = Batch {
+            first_seq: self.first_seq,
+            records: self.records,
+            data: self.buffer.split().freeze(),
+            sub_micros: self.sub_micros.split().freeze(),
+            max_incl: std::mem::take(&mut self.max_incl),
+            kinds_to_end: self.kinds,
+        };
+        self.first_seq = batch.end_seq();
+        self.records = 0;
+        // The next record starts a batch, which wakes every waiting output anyway.
+        self.wake_next = false;
+        sealed.push(batch);
+        true
+    }
+
+    fn renew(&mut self, sealed: &mut Sealed, need: usize) {
+        let size = need.max(self.batch_bytes);
+        let mut buffer = sealed.spare.pop().unwrap_or_else(|| {
+            self.fresh_buffers += 1;
+            BytesMut::new()
+        });
+        // On a buffer nobody else holds, `reserve` reclaims the whole allocation.
+        buffer.reserve(size);
+        self.buffer = buffer;
+        self.sub_micros.reserve(size / STORED_HEADER_LEN * 2);
+    }
+}
+
 impl Sealed {
     pub(crate) fn new(backlog_bytes: usize) -> Sealed {
         Sealed {
@@ -122,7 +264,6 @@ impl Sealed {
             end_seq: 0,
             spare: Vec::new(),
             kinds_to_oldest: [0; Path::KINDS],
-            kinds_to_end: [0; Path::KINDS],
             closed: false,
         }
     }
@@ -142,7 +283,7 @@ impl Sealed {
         self.end_seq
     }
 
-    pub(crate) fn push(&mut self, batch: Batch) {
+    fn push(&mut self, batch: Batch) {
         self.end_seq = batch.end_seq();
         self.bytes += batch.data.len();
         self.queue.push_back(batch);
@@ -157,7 +298,7 @@ impl Sealed {
         }
     }
 
-    pub(crate) fn recycle(&mut self, data: Bytes) {
+    fn recycle(&mut self, data: Bytes) {
         if self.spare.len() < MAX_SPARE {
             if let Ok(mut buffer) = data.try_into_mut() {
                 buffer.clear();
@@ -173,198 +314,6 @@ impl Sealed {
     }
 }
 
-/// The log: the shards the datapath appends to, and the sealed batches readers take.
-#[derive(Debug)]
-pub(crate) struct Log {
-    /// Read on every append: on a line no reader writes.
-    shards: CachePadded<Box<[CachePadded<Mutex<Shard>>]>>,
-    /// The number the next record gets; every record stored so far is below it. Only
-    /// the datapath touches it per record: readers look at `unsealed` instead, so that
-    /// the counter's line stays with the datapath's cores.
-    next_seq: CachePadded<AtomicU64>,
-    /// Whether records wait in a shard since the last seal: each shard's first record
-    /// sets it and wakes the readers that wait for any record.
-    unsealed: CachePadded<AtomicBool>,
-    /// Bit `i` set once shard `i` took a record: a seal locks only those, so one
-    /// datapath thread's seal takes one shard's lock, not all of them.
-    used: CachePadded<AtomicU64>,
-    /// The sealed batches: the readers' lock, taken before any shard's.
-    pub(crate) sealed: CachePadded<Mutex<Sealed>>,
-    /// A copy of the sealed end, so that a reader finds out without a lock that it has
-    /// read everything sealed.
-    sealed_end: AtomicU64,
-    clamped: AtomicU64,
-}
-
-impl Log {
-    pub(crate) fn new(shards: usize, batch_bytes: usize, backlog_bytes: usize) -> Log {
-        Log {
-            shards: CachePadded(
-                (0..prev_power_of_two(shards.max(1)))
-                    .map(|_| CachePadded(Mutex::new(Shard::new(batch_bytes))))
-                    .collect(),
-            ),
-            next_seq: CachePadded(AtomicU64::new(0)),
-            unsealed: CachePadded(AtomicBool::new(false)),
-            used: CachePadded(AtomicU64::new(0)),
-            sealed: CachePadded(Mutex::new(Sealed::new(backlog_bytes))),
-            sealed_end: AtomicU64::new(0),
-            clamped: AtomicU64::new(0),
-        }
-    }
-
-    /// Appends one record to this thread's shard; says whom to wake.
-    pub(crate) fn append(&self, path: Path, ts: Timestamp, clamped: bool, packet: &[u8]) -> Wake {
-        let index = shard::of_this_thread(self.shards.len());
-        let shard = &self.shards[index];
-        let mut wake = Wake::default();
-        loop {
-            let mut open = lock(shard);
-            if open.closed {
-                return wake;
-            }
-            // Marked before the record is numbered: a seal that sees a number sees the
-            // mark of its shard (both in the one order of SeqCst operations).
-            let bit = 1 << index;
-            if self.used.load(Ordering::Relaxed) & bit == 0 {
-                self.used.fetch_or(bit, Ordering::SeqCst);
-            }
-            match open.append(&self.next_seq, path, ts, packet) {
-                Appended::Stored { first, full } => {
-                    // Under the shard's lock, so that no seal comes between the record
-                    // and the flag. Only a shard's first record since a seal touches
-                    // the flag: a line readers read is not written on every record.
-                    if first {
-                        // SeqCst: ordered with a seal's clearing and its look at `used`.
-                        self.unsealed.store(true, Ordering::SeqCst);
-                        wake.data_readers = true;
-                    }
-                    drop(open);
-                    if clamped {
-                        self.clamped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if full {
-                        wake.batch_readers |= self.seal(false);
-                    }
-                    return wake;
-                }
-                Appended::NoRoom => {
-                    drop(open);
-                    wake.batch_readers |= self.seal(false);
-                }
-            }
-        }
-    }
-
-    /// Seals every record stored so far into one batch; with `close`, the shards take
-    /// no more records and the queue is marked closed. Says whether it sealed any.
-    pub(crate) fn seal(&self, close: bool) -> bool {
-        let mut sealed = lock(&self.sealed);
-        // Allocated before any shard's lock is taken: the datapath may wait on those.
-        let mut held = Vec::with_capacity(self.shards.len());
-        let mut parts = Vec::with_capacity(self.shards.len());
-        let mut locked = 0u64;
-        let every = if close { u64::MAX } else { 0 };
-        loop {
-            let fresh = held.len();
-            self.lock_more(&mut held, &mut locked, every);
-            for open in &mut held[fresh..] {
-                open.closed |= close;
-                parts.extend(open.take(&mut sealed));
-            }
-            // The new end first, then the flag: a reader that sees nothing unsealed
-            // also sees that there is more sealed, and waits on the readers' lock.
-            let taken: usize = parts.iter().map(shard::Part::len).sum();
-            self.sealed_end
-                .store(sealed.end_seq() + taken as u64, Ordering::Release);
-            self.unsealed.store(false, Ordering::SeqCst);
-            // A shard that took its first record after the last look at the mask set
-            // the flag before or after the store above: look again, and take it too
-            // if it is marked by now; a shard marked later sets the flag after.
-            if self.used.load(Ordering::SeqCst) & !locked == 0 {
-                break;
-            }
-        }
-        drop(held);
-        sealed.closed |= close;
-        let any = !parts.is_empty();
-        if any {
-            let batch = shard::merge(parts, &mut sealed);
-            sealed.kinds_to_end = batch.kinds_to_end;
-            sealed.push(batch);
-        }
-        any
-    }
-
-    /// Where an output attached now starts: the next record's number, and the records
-    /// per path kind before it.
-    pub(crate) fn attach_point(&self) -> (u64, KindCounts) {
-        let sealed = lock(&self.sealed);
-        let mut shards = Vec::with_capacity(self.shards.len());
-        self.lock_more(&mut shards, &mut 0, 0);
-        // Every record numbered so far is in a locked shard (a shard marked later
-        // numbers after these), so the cursor and the counts agree.
-        let mut kinds = sealed.kinds_to_end;
-        let mut waiting = 0;
-        for open in &shards {
-            waiting += open.len();
-            for (total, n) in kinds.iter_mut().zip(open.kinds()) {
-                *total += n;
-            }
-        }
-        (sealed.end_seq() + waiting as u64, kinds)
-    }
-
-    /// Locks, beside those in `locked`, every shard that took a record (and those in
-    /// `also`), until no other has: then every record numbered below the highest
-    /// number held is in a locked shard. Only a caller that holds the sealed lock may
-    /// hold several shard locks, so their order is free.
-    fn lock_more<'a>(&'a self, held: &mut Vec<MutexGuard<'a, Shard>>, locked: &mut u64, also: u64) {
-        let all = if self.shards.len() == 64 {
-            u64::MAX
-        } else {
-            (1u64 << self.shards.len()) - 1
-        };
-        loop {
-            let fresh = (self.used.load(Ordering::SeqCst) | also) & all & !*locked;
-            if fresh == 0 {
-                return;
-            }
-            for index in (0..self.shards.len()).filter(|i| fresh & (1 << i) != 0) {
-                held.push(lock(&self.shards[index]));
-            }
-            *locked |= fresh;
-        }
-    }
-
-    /// The number the next record gets: records stored so far.
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.next_seq.load(Ordering::Acquire)
-    }
-
-    /// Whether records wait in the shards: for a reader that has read all that is
-    /// sealed, whether there may be more to take (an output attached since they came
-    /// finds none of them its own, seals them and waits for the next).
-    pub(crate) fn has_unsealed(&self) -> bool {
-        self.unsealed.load(Ordering::Acquire)
-    }
-
-    /// The number after the last sealed record.
-    pub(crate) fn sealed_end(&self) -> u64 {
-        self.sealed_end.load(Ordering::Acquire)
-    }
-
-    /// Records whose time was saturated.
-    pub(crate) fn clamped(&self) -> u64 {
-        self.clamped.load(Ordering::Relaxed)
-    }
-}
-
-/// The largest power of two not above `n` (at least 1).
-fn prev_power_of_two(n: usize) -> usize {
-    1 << (usize::BITS - 1 - n.max(1).leading_zeros())
-}
-
 /// Locks a mutex whose data no panic can leave half-written (appends and seals are
 /// plain buffer and queue operations), so a poisoned lock is still usable.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -377,25 +326,43 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn sealed_batches(log: &Log) -> Vec<Batch> {
-        log.seal(false);
-        let mut batches = Vec::new();
-        lock(&log.sealed).batches_from(0, &mut batches);
-        batches
+    struct Log {
+        open: Open,
+        sealed: Mutex<Sealed>,
+    }
+
+    impl Log {
+        fn new(batch: usize, backlog: usize) -> Log {
+            Log {
+                open: Open::new(batch),
+                sealed: Mutex::new(Sealed::new(backlog)),
+            }
+        }
+
+        fn append(&mut self, path: Path, ts: Timestamp, packet: &[u8]) {
+            self.open.append(&self.sealed, path, ts, false, packet);
+        }
+
+        fn seal_all(&mut self) -> Vec<Batch> {
+            let mut sealed = lock(&self.sealed);
+            self.open.seal_into(&mut sealed);
+            let mut batches = Vec::new();
+            sealed.batches_from(0, &mut batches);
+            batches
+        }
     }
 
     #[test]
     fn records_read_back_as_written() {
-        let log = Log::new(1, 4096, 16384);
+        let mut log = Log::new(4096, 16384);
         for i in 0..3u8 {
             log.append(
                 Path::FromPeer,
                 Timestamp::new(u32::from(i), 1_234),
-                false,
                 &[i; 10],
             );
         }
-        let batches = sealed_batches(&log);
+        let batches = log.seal_all();
         let read: Vec<_> = records(&batches[0].data, &batches[0].sub_micros).collect();
         assert_eq!(read.len(), 3);
         assert_eq!(read[2].ts, Timestamp::new(2, 1_234));
@@ -406,60 +373,32 @@ mod tests {
 
     #[test]
     fn backlog_evicts_oldest_and_reuses_buffers() {
-        let log = Log::new(1, 4096, 3 * 4096);
-        let mut buffers = std::collections::HashSet::new();
+        let mut log = Log::new(4096, 3 * 4096);
         for _ in 0..1000 {
-            log.append(Path::FromPeer, Timestamp::MIN, false, &[0; 100]);
-            let sealed = lock(&log.sealed);
-            if let Some(newest) = sealed.queue.back() {
-                buffers.insert(newest.data.as_ptr() as usize);
-            }
+            log.append(Path::FromPeer, Timestamp::MIN, &[0; 100]);
         }
         let sealed = lock(&log.sealed);
         assert!(sealed.bytes <= 3 * 4096);
         assert!(sealed.oldest_seq() > 0);
-        assert_eq!(log.next_seq(), 1000);
+        assert_eq!(log.open.next_seq(), 1000);
         // 1000 records of 118 bytes fill about 30 batches; with reuse only the backlog's
-        // worth of buffers (and one or two in flight) is ever used.
-        assert!(buffers.len() <= 6, "{} distinct buffers", buffers.len());
+        // worth of buffers (and one or two in flight) is ever allocated.
+        assert!(
+            log.open.fresh_buffers <= 6,
+            "{} fresh buffers",
+            log.open.fresh_buffers
+        );
     }
 
     #[test]
     fn huge_packets_are_stored_cut() {
-        let log = Log::new(1, 4096, 16384);
-        log.append(Path::Disco, Timestamp::MIN, false, &vec![1; 1 << 20]);
-        let batches = sealed_batches(&log);
+        let mut log = Log::new(4096, 16384);
+        log.append(Path::Disco, Timestamp::MIN, &vec![1; 1 << 20]);
+        let batches = log.seal_all();
         let rec = records(&batches[0].data, &batches[0].sub_micros)
             .next()
             .unwrap();
         assert_eq!(rec.packet.len(), MAX_STORED_PACKET);
         assert_eq!(rec.orig_len, 1 << 20);
-    }
-
-    #[test]
-    fn shards_merge_into_one_batch_in_number_order() {
-        let log = Log::new(4, 1 << 20, 4 << 20);
-        // Four threads, so four shards, each logging in turn: numbers interleave.
-        let (turns, seen) = (std::sync::Barrier::new(4), std::sync::Mutex::new(0u32));
-        std::thread::scope(|scope| {
-            for _ in 0..4 {
-                scope.spawn(|| {
-                    turns.wait();
-                    for _ in 0..50 {
-                        let mut next = seen.lock().unwrap();
-                        log.append(Path::FromLocal, Timestamp::MIN, false, &next.to_le_bytes());
-                        *next += 1;
-                    }
-                });
-            }
-        });
-        let batches = sealed_batches(&log);
-        assert_eq!(batches.len(), 1);
-        assert_eq!((batches[0].first_seq, batches[0].records), (0, 200));
-        let order: Vec<u32> = records(&batches[0].data, &batches[0].sub_micros)
-            .map(|r| u32::from_le_bytes(r.packet.try_into().unwrap()))
-            .collect();
-        assert_eq!(order, (0..200).collect::<Vec<_>>());
-        assert_eq!(batches[0].kinds_to_end[Path::FromLocal.kind_index()], 200);
     }
 }

@@ -205,15 +205,16 @@ impl Subscription {
             return nothing;
         }
         let shared = Arc::clone(&self.shared);
-        let mut sealed = lock(&shared.log.sealed);
+        let mut sealed = lock(&shared.sealed);
         self.catch_up(&sealed);
         sealed.batches_from(self.cursor, &mut self.batches);
         let mut held_back = false;
         if self.batches.is_empty() && !sealed.closed {
-            // Records may wait in the shards: sealed only when they are due, since a
-            // seal takes the lock of every shard the datapath appends to.
+            // Records may wait in the open batch: the datapath's lock, taken in its
+            // order (open, then sealed) and only when the records are due.
             drop(sealed);
-            held_back = shared.log.has_unsealed();
+            let mut open = lock(&shared.open);
+            held_back = open.has_records_after(self.cursor);
             let due = held_back
                 && match take {
                     Take::Everything => true,
@@ -222,15 +223,12 @@ impl Subscription {
                         self.schedule.is_due(now)
                     }
                 };
-            if due {
-                shared.log.seal(false);
+            sealed = lock(&shared.sealed);
+            if due && open.seal_into(&mut sealed) {
+                shared.publish(&open);
                 held_back = false;
-                // The flush fell due and was done, whether or not the records were
-                // this output's (those waiting may all predate its attach): without
-                // this the schedule would stay due and a timed writer spin.
-                self.schedule.handle_flushed();
             }
-            sealed = lock(&shared.log.sealed);
+            drop(open);
             self.catch_up(&sealed);
             sealed.batches_from(self.cursor, &mut self.batches);
         }
@@ -258,15 +256,10 @@ impl Subscription {
     /// Decides without the lock, from the published positions, that there is nothing to
     /// take yet; `None` means "look under the lock".
     fn nothing_to_take(&mut self, take: Take) -> Option<Pulled> {
-        if self.shared.is_closed() {
+        if self.shared.is_closed() || self.cursor < self.shared.sealed_end.load(Ordering::Acquire) {
             return None;
         }
-        // The flag first: a seal moves the sealed end before it clears the flag.
-        let unsealed = self.shared.log.has_unsealed();
-        if self.cursor < self.shared.log.sealed_end() {
-            return None;
-        }
-        if !unsealed {
+        if self.shared.next_seq.load(Ordering::Acquire) <= self.cursor {
             return Some(Pulled::Nothing(Awaited::AnyRecord));
         }
         match take {
