@@ -6,33 +6,43 @@ use std::time::SystemTime;
 
 use event_listener::Event;
 
-use crate::log::{lock, Open, Sealed};
+use crate::log::{lock, try_lock, Log, MAX_STORED_PACKET};
+use crate::ring::{self, RecordHeader, RingReader, RingWriter};
+use crate::signal::RecordSignal;
 use crate::{Error, Options, Path, Subscription, Timestamp};
 
 /// Bit of `Shared::state` set once the capture is closed; the rest counts outputs.
 const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// Numbers captures, so that a thread's rings can tell them apart.
+static NEXT_CAPTURE: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug)]
 pub(crate) struct Shared {
     /// Outputs attached, and [`CLOSED`]: the one word the datapath reads when idle, on
     /// a cache line of its own so that no write elsewhere disturbs it.
     state: CachePadded<AtomicUsize>,
+    /// Raised by readers about to park for the next record.
+    pub(crate) signal: CachePadded<RecordSignal>,
+    /// This capture's number, for the threads' rings.
+    id: u64,
     /// `Capture` handles alive; the last one to go closes the capture.
     handles: AtomicUsize,
-    /// The open batch: the datapath's lock.
-    pub(crate) open: Mutex<Open>,
-    /// The sealed batches: the readers' lock, taken by the datapath once a batch.
-    pub(crate) sealed: Mutex<Sealed>,
-    /// Wakes readers waiting for any record: on the first record of an empty batch.
+    /// The backlog: the readers' lock. The datapath only ever tries it.
+    pub(crate) log: Mutex<Log>,
+    /// Rings registered by threads and not yet taken on by the log. A thread takes this
+    /// lock once in its life; readers hold it only to move the rings out.
+    new_rings: Mutex<Vec<RingReader>>,
+    /// Records lost because a thread could not reach its ring (while its thread-local
+    /// state was torn down), per path kind.
+    lost_unringed: [AtomicU64; Path::KINDS],
+    /// Wakes readers waiting for any record.
     pub(crate) data_event: Event,
-    /// Wakes readers holding records back for a full batch: when one is sealed.
+    /// Wakes readers when a ring is half full, or the capture closed.
     pub(crate) batch_event: Event,
     pub(crate) dropped: AtomicU64,
-    /// Copies of `Log::next_seq` and `Log::sealed_end`, so that a reader with nothing to
-    /// take finds out without taking the lock the datapath needs.
-    pub(crate) next_seq: CachePadded<AtomicU64>,
-    pub(crate) sealed_end: AtomicU64,
     max_outputs: usize,
+    ring_bytes: usize,
     pub(crate) batch_bytes: usize,
 }
 
@@ -50,12 +60,6 @@ impl<T> std::ops::Deref for CachePadded<T> {
 }
 
 impl Shared {
-    /// Publishes the open batch's positions; called under its lock after every change.
-    pub(crate) fn publish(&self, open: &Open) {
-        self.next_seq.store(open.next_seq(), Ordering::Release);
-        self.sealed_end.store(open.sealed_end(), Ordering::Release);
-    }
-
     pub(crate) fn is_closed(&self) -> bool {
         self.state.load(Ordering::Acquire) & CLOSED != 0
     }
@@ -63,16 +67,54 @@ impl Shared {
     pub(crate) fn detach(&self) {
         self.state.fetch_sub(1, Ordering::AcqRel);
     }
+
+    /// Locks the backlog, having it take on the rings registered since.
+    pub(crate) fn lock_log(&self) -> std::sync::MutexGuard<'_, Log> {
+        let mut log = lock(&self.log);
+        self.adopt_rings(&mut log);
+        log
+    }
+
+    fn adopt_rings(&self, log: &mut Log) {
+        let mut new_rings = lock(&self.new_rings);
+        log.adopt(&mut new_rings);
+        drop(new_rings);
+        let mut lost = [0; Path::KINDS];
+        for (kind, counter) in self.lost_unringed.iter().enumerate() {
+            lost[kind] = counter.swap(0, Ordering::Relaxed);
+        }
+        log.count_lost(&lost);
+    }
+
+    fn register_ring(&self) -> RingWriter {
+        let (writer, reader) = ring::ring(self.id, self.ring_bytes);
+        lock(&self.new_rings).push(reader);
+        writer
+    }
+
+    /// The datapath found its ring full: drain the rings for the readers, unless one of
+    /// them is at it (then the ring will have room soon, and this record is lost).
+    fn collect_for_readers(&self) -> bool {
+        let Some(mut log) = try_lock(&self.log) else {
+            return false;
+        };
+        self.adopt_rings(&mut log);
+        log.collect();
+        true
+    }
 }
 
 /// The capture handle shared by the datapath and the servers.
 ///
 /// `log_packet` is the datapath's one call: with no output attached it reads one atomic
-/// word and returns; with outputs it copies the packet once into a shared backlog and
-/// never waits for a reader to read. The backlog's lock is shared by the datapath's
-/// threads; a reader takes it only to seal a partial batch that is due. Holding it, the
-/// reader may queue behind other readers copying batch handles: the datapath can wait
-/// for that, never for a reader's I/O.
+/// word and returns; with outputs it copies the packet once into a ring of the calling
+/// thread's own and returns. It takes no lock, writes no memory another thread writes
+/// for each record, and never waits for a reader or for another datapath thread.
+/// Readers drain the threads' rings into a backlog shared by all outputs.
+///
+/// Order: the records of one thread keep their order; records of different threads
+/// are merged by the time the caller passed, within each drain of the rings (readers
+/// drain them at least once per flush interval while records wait).
 /// Each output is a [`Subscription`]: a byte stream in its own format.
 ///
 /// # Examples
@@ -112,6 +154,7 @@ pub struct Capture {
 pub struct Builder {
     batch_bytes: usize,
     backlog_bytes: usize,
+    ring_bytes: usize,
     max_outputs: usize,
 }
 
@@ -120,6 +163,7 @@ impl Default for Builder {
         Builder {
             batch_bytes: 64 << 10,
             backlog_bytes: 4 << 20,
+            ring_bytes: 2 << 20,
             max_outputs: 256,
         }
     }
@@ -141,6 +185,17 @@ impl Builder {
         self
     }
 
+    /// Bytes of the ring each datapath thread logs into (default 2 MiB, at least
+    /// 512 KiB, so that the largest record fits), made when the thread first logs a
+    /// packet that someone listens to. Readers drain the rings; a thread whose ring is
+    /// full drains the rings itself when no reader is at it, and otherwise loses the
+    /// record (counted, and shown to every output as a loss). Memory: the backlog, plus
+    /// one ring per thread that has logged.
+    pub fn ring_bytes(mut self, bytes: usize) -> Builder {
+        self.ring_bytes = bytes.clamp(512 << 10, 1 << 30);
+        self
+    }
+
     /// Most outputs [`Capture::try_subscribe`] attaches (default 256).
     pub fn max_outputs(mut self, outputs: usize) -> Builder {
         self.max_outputs = outputs.min(CLOSED - 1);
@@ -153,15 +208,17 @@ impl Builder {
         Capture {
             shared: Arc::new(Shared {
                 state: CachePadded(AtomicUsize::new(0)),
+                signal: CachePadded(RecordSignal::new()),
+                id: NEXT_CAPTURE.fetch_add(1, Ordering::Relaxed),
                 handles: AtomicUsize::new(1),
-                open: Mutex::new(Open::new(self.batch_bytes)),
-                sealed: Mutex::new(Sealed::new(backlog)),
+                log: Mutex::new(Log::new(self.batch_bytes, backlog)),
+                new_rings: Mutex::new(Vec::new()),
+                lost_unringed: Default::default(),
                 data_event: Event::new(),
                 batch_event: Event::new(),
                 dropped: AtomicU64::new(0),
-                next_seq: CachePadded(AtomicU64::new(0)),
-                sealed_end: AtomicU64::new(0),
                 max_outputs: self.max_outputs,
+                ring_bytes: self.ring_bytes,
                 batch_bytes: self.batch_bytes,
             }),
         }
@@ -174,7 +231,8 @@ impl Builder {
 pub struct CaptureStats {
     /// Outputs attached now.
     pub outputs: usize,
-    /// Packets stored while at least one output was attached.
+    /// Packets logged while at least one output was attached: stored, or lost because
+    /// their thread's ring was full.
     pub logged: u64,
     /// Of those, packets whose time was outside 1970..2106 and was saturated.
     pub clamped_times: u64,
@@ -216,37 +274,67 @@ impl Capture {
         Builder::default()
     }
 
-    /// Logs a packet seen on `path` at `when`. Never waits for a reader to read, never
-    /// panics; with no output attached it does nothing but read one atomic word. The
-    /// packet is copied once (at most 262142 bytes of it), whatever the number of outputs.
+    /// Logs a packet seen on `path` at `when`. Never waits, never panics; with no
+    /// output attached it does nothing but read one atomic word. The packet is copied
+    /// once (at most 262142 bytes of it), whatever the number of outputs, into a ring of
+    /// this thread's own.
     #[inline(always)]
     pub fn log_packet(&self, path: Path, when: SystemTime, packet: &[u8]) {
         let state = self.shared.state.load(Ordering::Relaxed);
         if state == 0 || state & CLOSED != 0 {
             return;
         }
-        self.store(path, when, packet);
+        self.store(path, when, &[], packet);
     }
 
     /// The part of `log_packet` that runs when someone listens; kept out of line so the
     /// idle check inlines into the datapath.
     #[inline(never)]
-    fn store(&self, path: Path, when: SystemTime, packet: &[u8]) {
+    fn store(&self, path: Path, when: SystemTime, meta: &[u8], packet: &[u8]) {
+        let shared = &*self.shared;
         let (ts, clamped) = Timestamp::from_system_time(when);
-        let wake = {
-            let mut open = lock(&self.shared.open);
-            if open.closed {
+        let kept = &packet[..packet.len().min(MAX_STORED_PACKET)];
+        let header = RecordHeader {
+            ts,
+            clamped,
+            path,
+            orig_len: crate::pcap::saturating_u32(packet.len()),
+            kept_len: kept.len() as u32,
+            meta_len: meta.len().min(usize::from(u8::MAX)) as u8,
+        }
+        .to_bytes();
+        let meta = &meta[..meta.len().min(usize::from(u8::MAX))];
+        let written = ring::with_writer(
+            shared.id,
+            || shared.register_ring(),
+            |writer| {
+                if let Some(written) = writer.try_write(&header, meta, kept) {
+                    return Some(written);
+                }
+                // Full: nobody drained this ring for a whole ring's worth of records.
+                if shared.collect_for_readers() {
+                    if let Some(mut written) = writer.try_write(&header, meta, kept) {
+                        written.wake_readers = true;
+                        return Some(written);
+                    }
+                }
+                writer.lose(path);
+                None
+            },
+        );
+        let written = match written {
+            Some(Some(written)) => written,
+            Some(None) => return,
+            None => {
+                shared.lost_unringed[path.kind_index()].fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            let wake = open.append(&self.shared.sealed, path, ts, clamped, packet);
-            self.shared.publish(&open);
-            wake
         };
-        if wake.data_readers {
-            self.shared.data_event.notify(usize::MAX);
+        if shared.signal.after_publish() {
+            shared.data_event.notify(usize::MAX);
         }
-        if wake.batch_readers {
-            self.shared.batch_event.notify(usize::MAX);
+        if written.wake_readers {
+            shared.batch_event.notify(usize::MAX);
         }
     }
 
@@ -289,11 +377,12 @@ impl Capture {
                 Err(now) => current = now,
             }
         }
-        // Counted first, then placed: every record stored after this point is seen.
+        // Counted first, then placed after everything the rings hold: every record
+        // logged after this point is seen, none logged before it.
         let (cursor, kinds) = {
-            let mut open = lock(&self.shared.open);
-            open.wake_on_next_record();
-            (open.next_seq(), open.kinds())
+            let mut log = self.shared.lock_log();
+            log.collect();
+            (log.end_seq(), log.kinds_to_end())
         };
         Ok(Subscription::attached(
             Arc::clone(&self.shared),
@@ -318,24 +407,22 @@ impl Capture {
     pub fn close(&self) {
         self.shared.state.fetch_or(CLOSED, Ordering::AcqRel);
         {
-            let mut open = lock(&self.shared.open);
-            open.closed = true;
-            let mut sealed = lock(&self.shared.sealed);
-            open.seal_into(&mut sealed);
-            sealed.closed = true;
-            self.shared.publish(&open);
+            let mut log = self.shared.lock_log();
+            log.collect();
+            log.closed = true;
         }
         self.shared.data_event.notify(usize::MAX);
         self.shared.batch_event.notify(usize::MAX);
     }
 
-    /// Counters of the whole capture.
+    /// Counters of the whole capture, after draining the threads' rings.
     pub fn stats(&self) -> CaptureStats {
-        let open = lock(&self.shared.open);
+        let mut log = self.shared.lock_log();
+        log.collect();
         CaptureStats {
             outputs: self.num_outputs(),
-            logged: open.logged,
-            clamped_times: open.clamped,
+            logged: log.logged,
+            clamped_times: log.clamped,
             dropped: self.shared.dropped.load(Ordering::Relaxed),
         }
     }

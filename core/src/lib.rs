@@ -53,6 +53,8 @@ mod options;
 mod path;
 pub mod pcap;
 pub mod pcapng;
+mod ring;
+mod signal;
 mod subscription;
 mod time;
 

@@ -1,11 +1,17 @@
 //! The shared backlog: records in the seed layout, in batches that readers clone.
 //!
-//! The datapath appends each record once, under a lock nobody holds for long, to the
-//! open batch. A full batch is sealed (frozen into `Bytes`) and queued; readers clone the
-//! handles of sealed batches and encode outside the lock. The queue holds at most
-//! `backlog` bytes: the oldest batch goes first, and a reader that had not read it counts
-//! its records as lost. Buffers of evicted batches are reused, so a steady capture keeps
-//! touching the same memory instead of faulting in fresh pages.
+//! Datapath threads never come here on their own: they write into rings of their own
+//! ([`crate::ring`]). A reader that wants records *collects*: under the readers' lock
+//! it drains every ring, merging their records in time order, into batches in the seed
+//! layout, and seals them into a queue. Readers clone the handles of sealed batches and
+//! encode outside the lock. The queue holds at most `backlog` bytes: the oldest batch
+//! goes first, and a reader that had not read it counts its records as lost. Buffers of
+//! evicted batches are reused, so a steady capture keeps touching the same memory
+//! instead of faulting in fresh pages.
+//!
+//! Every record gets a sequence number when it is collected. Records a ring could not
+//! take are given numbers too, without bytes: a gap before the batch that follows,
+//! which every reader that was attached counts as lost.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
@@ -13,6 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::pcap::{self, MAX_SNAPLEN, PATH_LEN, RECORD_HEADER_LEN};
+use crate::ring::{self, RecordHeader, RingReader};
 use crate::{Path, Timestamp};
 
 /// A stored record header: the seed record header, then the path.
@@ -21,6 +28,8 @@ pub(crate) const STORED_HEADER_LEN: usize = RECORD_HEADER_LEN + PATH_LEN;
 pub(crate) const MAX_STORED_PACKET: usize = MAX_SNAPLEN as usize - PATH_LEN;
 /// Evicted buffers kept for reuse.
 const MAX_SPARE: usize = 4;
+/// Bytes of a record's side entry before its metadata: sub-microseconds, metadata length.
+const SIDE_LEN: usize = 3;
 
 /// Records counted per path kind ([`Path::kind_index`]), from the capture's start up to
 /// some sequence number. The difference of two tells how many records of each kind lie
@@ -29,15 +38,18 @@ const MAX_SPARE: usize = 4;
 pub(crate) type KindCounts = [u64; Path::KINDS];
 
 /// A sealed run of records: `data` in the seed layout (microseconds, snaplen 262144);
-/// `sub_micros` the nanoseconds below the microsecond of each record, as `u16` LE.
+/// `side` for each record the nanoseconds below the microsecond (`u16` LE), the length
+/// of its metadata block (`u8`) and the block.
 #[derive(Clone, Debug)]
 pub(crate) struct Batch {
     pub(crate) first_seq: u64,
     pub(crate) records: u32,
     pub(crate) data: Bytes,
-    pub(crate) sub_micros: Bytes,
+    pub(crate) side: Bytes,
     /// The largest `incl_len` among the records: whether a snaplen cuts none of them.
     pub(crate) max_incl: u32,
+    /// Records per path kind before `first_seq`.
+    pub(crate) kinds_to_start: KindCounts,
     /// Records per path kind before `end_seq`.
     pub(crate) kinds_to_end: KindCounts,
 }
@@ -55,195 +67,354 @@ pub(crate) struct StoredRecord<'a> {
     pub(crate) ts: Timestamp,
     pub(crate) packet: &'a [u8],
     pub(crate) orig_len: usize,
+    /// The record's metadata block (empty for now: no caller logs metadata yet).
+    #[allow(dead_code)] // read by the formats that carry metadata, once they exist
+    pub(crate) meta: &'a [u8],
     /// The whole stored record, header included.
     pub(crate) raw: &'a [u8],
 }
 
 /// Walks the records of a batch's bytes.
-pub(crate) fn records<'a>(
-    data: &'a [u8],
-    sub_micros: &'a [u8],
-) -> impl Iterator<Item = StoredRecord<'a>> {
-    let mut offset = 0;
-    sub_micros.chunks_exact(2).map_while(move |sub| {
+pub(crate) fn records<'a>(data: &'a [u8], side: &'a [u8]) -> impl Iterator<Item = StoredRecord<'a>> {
+    let (mut offset, mut side_offset) = (0, 0);
+    std::iter::from_fn(move || {
+        let entry = side.get(side_offset..side_offset + SIDE_LEN)?;
+        let meta_len = usize::from(entry[2]);
+        let meta = side.get(side_offset + SIDE_LEN..side_offset + SIDE_LEN + meta_len)?;
+        let sub_micros = u32::from(u16::from_le_bytes([entry[0], entry[1]]));
         let header = data.get(offset..offset + STORED_HEADER_LEN)?;
         let word =
             |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
         let incl = word(8) as usize;
         let raw = data.get(offset..offset + RECORD_HEADER_LEN + incl)?;
         offset += raw.len();
-        let nanos = word(4) * 1_000 + u32::from(u16::from_le_bytes([sub[0], sub[1]]));
+        side_offset += SIDE_LEN + meta_len;
         Some(StoredRecord {
             path: Path::from(u16::from_le_bytes([header[16], header[17]])),
-            ts: Timestamp::new(word(0), nanos),
+            ts: Timestamp::new(word(0), word(4) * 1_000 + sub_micros),
             packet: &raw[STORED_HEADER_LEN..],
             orig_len: (word(12) as usize).saturating_sub(PATH_LEN),
+            meta,
             raw,
         })
     })
 }
 
-/// The batch the datapath appends to, under the datapath's lock.
+/// The backlog, under the readers' lock: the rings it drains, the batch it fills and
+/// the sealed batches. The datapath takes this lock only with `try_lock`, to drain its
+/// own ring when it found it full.
 #[derive(Debug)]
-pub(crate) struct Open {
+pub(crate) struct Log {
     batch_bytes: usize,
+    rings: Vec<RingReader>,
+    open: Open,
+    sealed: Sealed,
+    pub(crate) closed: bool,
+    /// Records collected, and records the rings could not take.
+    pub(crate) logged: u64,
+    pub(crate) clamped: u64,
+}
+
+/// The batch being filled by a collection; sealed before the collection ends.
+#[derive(Debug)]
+struct Open {
     buffer: BytesMut,
-    sub_micros: BytesMut,
+    side: BytesMut,
     first_seq: u64,
     records: u32,
     max_incl: u32,
-    /// Records per path kind before `next_seq`.
+    kinds_to_start: KindCounts,
+    /// Records per path kind before `first_seq + records`.
     kinds: KindCounts,
-    pub(crate) closed: bool,
-    pub(crate) logged: u64,
-    pub(crate) clamped: u64,
     /// Batch buffers allocated because no evicted one could be reused.
     fresh_buffers: u64,
-    /// An output attached while this batch held records: it waits for a record that
-    /// would otherwise land mid-batch, where no wake-up is due.
-    wake_next: bool,
 }
 
-/// Sealed batches, under the readers' lock. The datapath takes it once a batch.
+/// Sealed batches.
 #[derive(Debug)]
-pub(crate) struct Sealed {
+struct Sealed {
     backlog_bytes: usize,
     queue: VecDeque<Batch>,
     bytes: usize,
-    /// Sequence number of the first record not sealed yet.
+    /// Sequence number after the last record sealed (or lost).
     end_seq: u64,
+    /// Records per path kind before `end_seq`.
+    kinds_to_end: KindCounts,
     spare: Vec<BytesMut>,
-    /// Records per path kind before [`Sealed::oldest_seq`].
-    kinds_to_oldest: KindCounts,
-    pub(crate) closed: bool,
 }
 
-/// Which waiting readers an append must wake once the lock is released.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Wake {
-    /// The first record of an empty batch: readers that wait for any record.
-    pub(crate) data_readers: bool,
-    /// A batch was sealed: readers that hold records back for a full batch.
-    pub(crate) batch_readers: bool,
+/// One ring's readable records during a collection.
+struct Reading<'a> {
+    first: &'a [u8],
+    second: &'a [u8],
+    /// Bytes of whole records taken so far.
+    taken: usize,
+    /// The next whole record, if there is one.
+    next: Option<RecordHeader>,
 }
 
-impl Open {
-    pub(crate) fn new(batch_bytes: usize) -> Open {
-        Open {
+impl<'a> Reading<'a> {
+    fn new(first: &'a [u8], second: &'a [u8]) -> Reading<'a> {
+        let mut reading = Reading {
+            first,
+            second,
+            taken: 0,
+            next: None,
+        };
+        reading.look();
+        reading
+    }
+
+    fn look(&mut self) {
+        let readable = self.first.len() + self.second.len() - self.taken;
+        self.next = None;
+        if readable < ring::HEADER_LEN {
+            return;
+        }
+        let mut bytes = [0u8; ring::HEADER_LEN];
+        ring::copy_out(self.first, self.second, self.taken, &mut bytes);
+        let header = RecordHeader::from_bytes(&bytes);
+        if header.ring_len() <= readable {
+            self.next = Some(header);
+        }
+    }
+
+    fn key(&self) -> Option<(u32, u32)> {
+        self.next.map(|h| (h.ts.secs(), h.ts.nanos()))
+    }
+}
+
+impl Log {
+    pub(crate) fn new(batch_bytes: usize, backlog_bytes: usize) -> Log {
+        Log {
             batch_bytes,
-            buffer: BytesMut::new(),
-            sub_micros: BytesMut::new(),
-            first_seq: 0,
-            records: 0,
-            max_incl: 0,
-            kinds: [0; Path::KINDS],
+            rings: Vec::new(),
+            open: Open {
+                buffer: BytesMut::new(),
+                side: BytesMut::new(),
+                first_seq: 0,
+                records: 0,
+                max_incl: 0,
+                kinds_to_start: [0; Path::KINDS],
+                kinds: [0; Path::KINDS],
+                fresh_buffers: 0,
+            },
+            sealed: Sealed {
+                backlog_bytes,
+                queue: VecDeque::new(),
+                bytes: 0,
+                end_seq: 0,
+                kinds_to_end: [0; Path::KINDS],
+                spare: Vec::new(),
+            },
             closed: false,
             logged: 0,
             clamped: 0,
-            fresh_buffers: 0,
-            wake_next: false,
         }
     }
 
-    /// Makes the next append wake the readers waiting for any record, as the first
-    /// record of a batch does.
-    pub(crate) fn wake_on_next_record(&mut self) {
-        self.wake_next = self.records > 0;
+    /// Takes on rings that threads registered since the last call.
+    pub(crate) fn adopt(&mut self, rings: &mut Vec<RingReader>) {
+        self.rings.append(rings);
     }
 
-    /// Sequence number the next record will get.
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.first_seq + u64::from(self.records)
+    /// Bytes waiting in the rings: one load of each ring's write position.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.rings.iter().map(|r| r.consumer.slots()).sum()
     }
 
-    /// Records per path kind before [`Open::next_seq`].
-    pub(crate) fn kinds(&self) -> KindCounts {
-        self.kinds
+    /// Sequence number after the last record collected.
+    pub(crate) fn end_seq(&self) -> u64 {
+        self.sealed.end_seq
     }
 
-    /// Sequence number of the first record not sealed yet.
-    pub(crate) fn sealed_end(&self) -> u64 {
-        self.first_seq
+    /// Records per path kind before [`Log::end_seq`].
+    pub(crate) fn kinds_to_end(&self) -> KindCounts {
+        self.sealed.kinds_to_end
     }
 
-    /// Whether the open batch holds records at or after `cursor`.
-    pub(crate) fn has_records_after(&self, cursor: u64) -> bool {
-        self.next_seq() > cursor
-    }
-
-    /// Whether an output attached mid-batch waits for this record; a plain load when not.
-    fn take_wake_next(&mut self) -> bool {
-        if self.wake_next {
-            self.wake_next = false;
-            return true;
+    /// Sequence number of the oldest record still held, and the records per path kind
+    /// before it.
+    pub(crate) fn oldest(&self) -> (u64, &KindCounts) {
+        match self.sealed.queue.front() {
+            Some(batch) => (batch.first_seq, &batch.kinds_to_start),
+            None => (self.sealed.end_seq, &self.sealed.kinds_to_end),
         }
-        false
     }
 
-    /// Appends one record; `sealed` is locked only when a batch is sealed.
-    pub(crate) fn append(
+    /// Clones the handles of the sealed batches that end after `cursor` into `out`.
+    pub(crate) fn batches_from(&self, cursor: u64, out: &mut Vec<Batch>) {
+        let queue = &self.sealed.queue;
+        let start = queue.partition_point(|b| b.end_seq() <= cursor);
+        out.extend(queue.range(start..).cloned());
+    }
+
+    /// Drains every ring into sealed batches, merging the rings' records by time (each
+    /// ring keeps its own order; ties go to the ring registered first). Says whether
+    /// anything was sealed or counted lost.
+    pub(crate) fn collect(&mut self) -> bool {
+        if self.closed {
+            return false;
+        }
+        let before = self.sealed.end_seq;
+        let mut lost = [0; Path::KINDS];
+        for ring in &mut self.rings {
+            ring.take_losses(&mut lost);
+        }
+        self.count_lost(&lost);
+        let Log {
+            rings,
+            open,
+            sealed,
+            batch_bytes,
+            logged,
+            clamped,
+            ..
+        } = self;
+        let mut chunks: Vec<_> = rings
+            .iter_mut()
+            .filter_map(|ring| {
+                let readable = ring.consumer.slots();
+                (readable > 0).then(|| ring.consumer.read_chunk(readable).ok())?
+            })
+            .collect();
+        let mut readings: Vec<Reading<'_>> = chunks
+            .iter()
+            .map(|chunk| {
+                let (first, second) = chunk.as_slices();
+                Reading::new(first, second)
+            })
+            .collect();
+        loop {
+            // The ring whose next record is the oldest; the first of equals.
+            let mut best: Option<(usize, (u32, u32))> = None;
+            for (index, reading) in readings.iter().enumerate() {
+                if let Some(key) = reading.key() {
+                    if best.is_none_or(|(_, best_key)| key < best_key) {
+                        best = Some((index, key));
+                    }
+                }
+            }
+            let Some((index, _)) = best else {
+                break;
+            };
+            let reading = &mut readings[index];
+            let Some(header) = reading.next else {
+                break;
+            };
+            let meta_at = reading.taken + ring::HEADER_LEN;
+            let meta = ring::pieces(
+                reading.first,
+                reading.second,
+                meta_at,
+                usize::from(header.meta_len),
+            );
+            let packet = ring::pieces(
+                reading.first,
+                reading.second,
+                meta_at + usize::from(header.meta_len),
+                header.kept_len as usize,
+            );
+            open.append(sealed, *batch_bytes, &header, meta, packet);
+            *logged += 1;
+            *clamped += u64::from(header.clamped);
+            reading.taken += header.ring_len();
+            reading.look();
+        }
+        let taken: Vec<usize> = readings.iter().map(|r| r.taken).collect();
+        drop(readings);
+        for (chunk, taken) in chunks.drain(..).zip(taken) {
+            chunk.commit(taken);
+        }
+        self.open.seal_into(&mut self.sealed);
+        // A thread that is gone may have lost records after the losses were taken.
+        let mut late = [0; Path::KINDS];
+        self.rings.retain_mut(|ring| {
+            let finished = ring.is_finished();
+            if finished {
+                ring.take_losses(&mut late);
+            }
+            !finished
+        });
+        self.count_lost(&late);
+        self.sealed.end_seq != before
+    }
+
+    /// Gives sequence numbers, and no bytes, to records the rings could not take.
+    pub(crate) fn count_lost(&mut self, lost: &KindCounts) {
+        let total: u64 = lost.iter().sum();
+        if total == 0 {
+            return;
+        }
+        self.open.seal_into(&mut self.sealed);
+        self.sealed.end_seq += total;
+        for (kind, count) in lost.iter().enumerate() {
+            self.sealed.kinds_to_end[kind] += count;
+        }
+        self.open.first_seq = self.sealed.end_seq;
+        self.open.kinds = self.sealed.kinds_to_end;
+        self.logged += total;
+    }
+}
+
+impl Open {
+    fn append(
         &mut self,
-        sealed: &Mutex<Sealed>,
-        path: Path,
-        ts: Timestamp,
-        clamped: bool,
-        packet: &[u8],
-    ) -> Wake {
-        let kept = &packet[..packet.len().min(MAX_STORED_PACKET)];
-        let need = STORED_HEADER_LEN + kept.len();
-        let mut wake = Wake::default();
+        sealed: &mut Sealed,
+        batch_bytes: usize,
+        header: &RecordHeader,
+        meta: (&[u8], &[u8]),
+        packet: (&[u8], &[u8]),
+    ) {
+        let kept = header.kept_len as usize;
+        let need = STORED_HEADER_LEN + kept;
         if self.buffer.capacity() - self.buffer.len() < need {
-            let mut sealed = lock(sealed);
-            wake.batch_readers = self.seal_into(&mut sealed);
-            self.renew(&mut sealed, need);
+            self.seal_into(sealed);
+            self.renew(sealed, need.max(batch_bytes));
         }
-        let orig = pcap::saturating_u32(packet.len().saturating_add(PATH_LEN));
-        let incl = (PATH_LEN + kept.len()) as u32;
-        let mut header = [0u8; STORED_HEADER_LEN];
-        header[0..4].copy_from_slice(&ts.secs().to_le_bytes());
-        header[4..8].copy_from_slice(&ts.micros().to_le_bytes());
-        header[8..12].copy_from_slice(&incl.to_le_bytes());
-        header[12..16].copy_from_slice(&orig.to_le_bytes());
-        header[16..18].copy_from_slice(&u16::from(path).to_le_bytes());
-        self.buffer.extend_from_slice(&header);
-        self.buffer.extend_from_slice(kept);
-        self.sub_micros.put_u16_le((ts.nanos() % 1_000) as u16);
+        let incl = (PATH_LEN + kept) as u32;
+        let orig = pcap::saturating_u32((header.orig_len as usize).saturating_add(PATH_LEN));
+        let mut stored = [0u8; STORED_HEADER_LEN];
+        stored[0..4].copy_from_slice(&header.ts.secs().to_le_bytes());
+        stored[4..8].copy_from_slice(&header.ts.micros().to_le_bytes());
+        stored[8..12].copy_from_slice(&incl.to_le_bytes());
+        stored[12..16].copy_from_slice(&orig.to_le_bytes());
+        stored[16..18].copy_from_slice(&u16::from(header.path).to_le_bytes());
+        self.buffer.extend_from_slice(&stored);
+        self.buffer.extend_from_slice(packet.0);
+        self.buffer.extend_from_slice(packet.1);
+        self.side.put_u16_le((header.ts.nanos() % 1_000) as u16);
+        self.side.put_u8(header.meta_len);
+        self.side.extend_from_slice(meta.0);
+        self.side.extend_from_slice(meta.1);
+        if self.records == 0 {
+            self.kinds_to_start = self.kinds;
+        }
         self.records += 1;
         self.max_incl = self.max_incl.max(incl);
-        self.kinds[path.kind_index()] += 1;
-        self.logged += 1;
-        self.clamped += u64::from(clamped);
-        wake.data_readers = self.records == 1 || self.take_wake_next();
-        if self.buffer.len() >= self.batch_bytes - self.batch_bytes / 8 {
-            wake.batch_readers |= self.seal_into(&mut lock(sealed));
-        }
-        wake
+        self.kinds[header.path.kind_index()] += 1;
     }
 
-    /// Moves the open batch, if it holds records, to the sealed queue; says whether it
-    /// did.
-    pub(crate) fn seal_into(&mut self, sealed: &mut Sealed) -> bool {
+    /// Moves the batch, if it holds records, to the sealed queue.
+    fn seal_into(&mut self, sealed: &mut Sealed) {
         if self.records == 0 {
-            return false;
+            return;
         }
         let batch = Batch {
             first_seq: self.first_seq,
             records: self.records,
             data: self.buffer.split().freeze(),
-            sub_micros: self.sub_micros.split().freeze(),
+            side: self.side.split().freeze(),
             max_incl: std::mem::take(&mut self.max_incl),
+            kinds_to_start: self.kinds_to_start,
             kinds_to_end: self.kinds,
         };
         self.first_seq = batch.end_seq();
         self.records = 0;
-        // The next record starts a batch, which wakes every waiting output anyway.
-        self.wake_next = false;
         sealed.push(batch);
-        true
     }
 
-    fn renew(&mut self, sealed: &mut Sealed, need: usize) {
-        let size = need.max(self.batch_bytes);
+    fn renew(&mut self, sealed: &mut Sealed, size: usize) {
         let mut buffer = sealed.spare.pop().unwrap_or_else(|| {
             self.fresh_buffers += 1;
             BytesMut::new()
@@ -251,40 +422,14 @@ impl Open {
         // On a buffer nobody else holds, `reserve` reclaims the whole allocation.
         buffer.reserve(size);
         self.buffer = buffer;
-        self.sub_micros.reserve(size / STORED_HEADER_LEN * 2);
+        self.side.reserve(size / STORED_HEADER_LEN * SIDE_LEN);
     }
 }
 
 impl Sealed {
-    pub(crate) fn new(backlog_bytes: usize) -> Sealed {
-        Sealed {
-            backlog_bytes,
-            queue: VecDeque::new(),
-            bytes: 0,
-            end_seq: 0,
-            spare: Vec::new(),
-            kinds_to_oldest: [0; Path::KINDS],
-            closed: false,
-        }
-    }
-
-    /// Sequence number of the oldest record still held.
-    pub(crate) fn oldest_seq(&self) -> u64 {
-        self.queue.front().map_or(self.end_seq, |b| b.first_seq)
-    }
-
-    /// Records per path kind before [`Sealed::oldest_seq`].
-    pub(crate) fn kinds_to_oldest(&self) -> &KindCounts {
-        &self.kinds_to_oldest
-    }
-
-    /// Sequence number of the first record not sealed yet.
-    pub(crate) fn end_seq(&self) -> u64 {
-        self.end_seq
-    }
-
     fn push(&mut self, batch: Batch) {
         self.end_seq = batch.end_seq();
+        self.kinds_to_end = batch.kinds_to_end;
         self.bytes += batch.data.len();
         self.queue.push_back(batch);
         // The newest batch stays, even alone over the bound: it may be one huge record.
@@ -293,7 +438,6 @@ impl Sealed {
                 break;
             };
             self.bytes -= old.data.len();
-            self.kinds_to_oldest = old.kinds_to_end;
             self.recycle(old.data);
         }
     }
@@ -306,83 +450,149 @@ impl Sealed {
             }
         }
     }
-
-    /// Clones the handles of the sealed batches that end after `cursor` into `out`.
-    pub(crate) fn batches_from(&self, cursor: u64, out: &mut Vec<Batch>) {
-        let start = self.queue.partition_point(|b| b.end_seq() <= cursor);
-        out.extend(self.queue.range(start..).cloned());
-    }
 }
 
-/// Locks a mutex whose data no panic can leave half-written (appends and seals are
-/// plain buffer and queue operations), so a poisoned lock is still usable.
+/// Locks a mutex whose data no panic can leave half-written (collections are plain
+/// buffer and queue operations), so a poisoned lock is still usable.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Takes a mutex only if nobody holds it.
+pub(crate) fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::{ring, RingWriter};
 
-    struct Log {
-        open: Open,
-        sealed: Mutex<Sealed>,
+    fn write(writer: &mut RingWriter, path: Path, ts: Timestamp, packet: &[u8]) {
+        let header = RecordHeader {
+            ts,
+            clamped: false,
+            path,
+            orig_len: packet.len() as u32,
+            kept_len: packet.len().min(MAX_STORED_PACKET) as u32,
+            meta_len: 0,
+        };
+        let kept = &packet[..header.kept_len as usize];
+        writer
+            .try_write(&header.to_bytes(), &[], kept)
+            .expect("room in the ring");
     }
 
-    impl Log {
-        fn new(batch: usize, backlog: usize) -> Log {
-            Log {
-                open: Open::new(batch),
-                sealed: Mutex::new(Sealed::new(backlog)),
-            }
-        }
-
-        fn append(&mut self, path: Path, ts: Timestamp, packet: &[u8]) {
-            self.open.append(&self.sealed, path, ts, false, packet);
-        }
-
-        fn seal_all(&mut self) -> Vec<Batch> {
-            let mut sealed = lock(&self.sealed);
-            self.open.seal_into(&mut sealed);
-            let mut batches = Vec::new();
-            sealed.batches_from(0, &mut batches);
-            batches
-        }
+    fn sealed(log: &Log) -> Vec<Batch> {
+        let mut batches = Vec::new();
+        log.batches_from(0, &mut batches);
+        batches
     }
 
     #[test]
     fn records_read_back_as_written() {
         let mut log = Log::new(4096, 16384);
+        let (mut writer, reader) = ring(1, 4096);
+        log.adopt(&mut vec![reader]);
         for i in 0..3u8 {
-            log.append(
-                Path::FromPeer,
-                Timestamp::new(u32::from(i), 1_234),
-                &[i; 10],
-            );
+            write(&mut writer, Path::FromPeer, Timestamp::new(u32::from(i), 1_234), &[i; 10]);
         }
-        let batches = log.seal_all();
-        let read: Vec<_> = records(&batches[0].data, &batches[0].sub_micros).collect();
+        assert!(log.collect());
+        let batches = sealed(&log);
+        let read: Vec<_> = records(&batches[0].data, &batches[0].side).collect();
         assert_eq!(read.len(), 3);
         assert_eq!(read[2].ts, Timestamp::new(2, 1_234));
         assert_eq!(read[2].packet, &[2u8; 10]);
         assert_eq!(read[2].orig_len, 10);
         assert_eq!(batches[0].max_incl, 12);
+        assert!(!log.collect(), "nothing new");
+    }
+
+    #[test]
+    fn rings_merge_in_time_order_each_keeping_its_own() {
+        let mut log = Log::new(4096, 1 << 20);
+        let (mut a, ra) = ring(1, 4096);
+        let (mut b, rb) = ring(1, 4096);
+        log.adopt(&mut vec![ra, rb]);
+        let at = |n: u32| Timestamp::new(100, n);
+        for n in [1, 4, 5] {
+            write(&mut a, Path::FromLocal, at(n), &[n as u8]);
+        }
+        // Out of time order within one ring: kept in that ring's order.
+        for n in [2, 3, 9, 6] {
+            write(&mut b, Path::FromPeer, at(n), &[n as u8]);
+        }
+        log.collect();
+        let order: Vec<u8> = sealed(&log)
+            .iter()
+            .flat_map(|b| records(&b.data, &b.side).map(|r| r.packet[0]).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(order, [1, 2, 3, 4, 5, 9, 6]);
+    }
+
+    #[test]
+    fn records_that_wrap_around_a_ring_read_back_whole() {
+        let mut log = Log::new(4096, 1 << 20);
+        let (mut writer, reader) = ring(1, 1000);
+        log.adopt(&mut vec![reader]);
+        let mut expected = Vec::new();
+        for i in 0..40u8 {
+            let packet: Vec<u8> = (0..100 + i).collect();
+            write(&mut writer, Path::FromPeer, Timestamp::new(u32::from(i), 0), &packet);
+            expected.push(packet);
+            if i % 3 == 2 {
+                log.collect();
+            }
+        }
+        log.collect();
+        let got: Vec<Vec<u8>> = sealed(&log)
+            .iter()
+            .flat_map(|b| records(&b.data, &b.side).map(|r| r.packet.to_vec()).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn lost_records_become_a_counted_gap() {
+        let mut log = Log::new(4096, 1 << 20);
+        let (mut writer, reader) = ring(1, 4096);
+        log.adopt(&mut vec![reader]);
+        write(&mut writer, Path::FromPeer, Timestamp::MIN, &[1; 10]);
+        log.collect();
+        writer.lose(Path::FromLocal);
+        writer.lose(Path::FromLocal);
+        write(&mut writer, Path::FromPeer, Timestamp::MIN, &[2; 10]);
+        log.collect();
+        let batches = sealed(&log);
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[1].first_seq, batches[0].end_seq() + 2);
+        let local = Path::FromLocal.kind_index();
+        assert_eq!(batches[1].kinds_to_start[local] - batches[0].kinds_to_end[local], 2);
+        assert_eq!(log.logged, 4);
     }
 
     #[test]
     fn backlog_evicts_oldest_and_reuses_buffers() {
         let mut log = Log::new(4096, 3 * 4096);
-        for _ in 0..1000 {
-            log.append(Path::FromPeer, Timestamp::MIN, &[0; 100]);
+        let (mut writer, reader) = ring(1, 8192);
+        log.adopt(&mut vec![reader]);
+        for i in 0..1000 {
+            write(&mut writer, Path::FromPeer, Timestamp::MIN, &[0; 100]);
+            if i % 20 == 19 {
+                log.collect();
+            }
         }
-        let sealed = lock(&log.sealed);
-        assert!(sealed.bytes <= 3 * 4096);
-        assert!(sealed.oldest_seq() > 0);
-        assert_eq!(log.open.next_seq(), 1000);
-        // 1000 records of 118 bytes fill about 30 batches; with reuse only the backlog's
-        // worth of buffers (and one or two in flight) is ever allocated.
+        assert!(log.sealed.bytes <= 3 * 4096);
+        assert!(log.oldest().0 > 0);
+        assert_eq!(log.end_seq(), 1000);
+        // About 30 batches' worth; with reuse only the backlog's worth of buffers (and
+        // one or two in flight) is ever allocated.
         assert!(
             log.open.fresh_buffers <= 6,
             "{} fresh buffers",
@@ -391,14 +601,14 @@ mod tests {
     }
 
     #[test]
-    fn huge_packets_are_stored_cut() {
-        let mut log = Log::new(4096, 16384);
-        log.append(Path::Disco, Timestamp::MIN, &vec![1; 1 << 20]);
-        let batches = log.seal_all();
-        let rec = records(&batches[0].data, &batches[0].sub_micros)
-            .next()
-            .unwrap();
-        assert_eq!(rec.packet.len(), MAX_STORED_PACKET);
-        assert_eq!(rec.orig_len, 1 << 20);
+    fn a_finished_ring_is_dropped_once_read() {
+        let mut log = Log::new(4096, 1 << 20);
+        let (mut writer, reader) = ring(1, 4096);
+        log.adopt(&mut vec![reader]);
+        write(&mut writer, Path::FromPeer, Timestamp::MIN, &[1; 10]);
+        drop(writer);
+        log.collect();
+        assert!(log.rings.is_empty());
+        assert_eq!(log.end_seq(), 1);
     }
 }

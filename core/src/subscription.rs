@@ -7,14 +7,14 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use event_listener::EventListener;
 use futures_core::Stream;
 
 use crate::capture::Shared;
-use crate::log::{self, lock, Batch, KindCounts, Sealed};
+use crate::log::{self, Batch, KindCounts, Log};
 use crate::pcap::RECORD_HEADER_LEN;
 use crate::{Encoder, FlushSchedule, Options, Path};
 
@@ -34,8 +34,10 @@ pub struct OutputStats {
 /// file header, then whole records in log order, in this output's format.
 ///
 /// Polling it as a `Stream` hands out whatever was logged so far, with no timer behind
-/// it. Writers that want fewer, larger writes use [`Subscription::poll_next_at`], which
-/// holds records back until a batch is full or the flush interval has passed. Records
+/// it; a pending poll is woken by the next record. Writers that want fewer, larger
+/// writes use [`Subscription::poll_next_at`] with a timer: it looks at the datapath's
+/// rings on its own schedule and holds records back until a batch is full or the flush
+/// interval has passed, so that the datapath never has to wake it for a record. Records
 /// that the default seed format can pass on unchanged are handed out as slices of the
 /// shared backlog, without a copy per output. Dropping it detaches the output.
 #[derive(Debug)]
@@ -54,6 +56,10 @@ pub struct Subscription {
     /// What this output waits for, and the listener that will tell it.
     listener: Option<(Awaited, EventListener)>,
     schedule: FlushSchedule,
+    /// With timed hand-out: when this output last looked at the rings, and when it
+    /// looks next.
+    last_look: Option<Instant>,
+    next_look: Option<Instant>,
     stats: OutputStats,
     /// Records lost since the last record handed out, for pcapng's `epb_dropcount`.
     unreported_drops: u64,
@@ -78,11 +84,17 @@ enum Pulled {
 /// What a waiting output needs to hear about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Awaited {
-    /// Any record: nothing is held back.
+    /// Any record: a `Stream` poll found nothing.
     AnyRecord,
-    /// A full batch: records are held back until then (or the flush timer).
-    FullBatch,
+    /// A ring filling up, or the capture closing: timed hand-out, which otherwise looks
+    /// at the rings on its own schedule.
+    Look,
 }
+
+/// How soon a timed output looks again after a look that found records: often enough
+/// that a ring (2 MiB by default) is drained before it is half full at 1 GB/s, so that
+/// the datapath does not have to wake it.
+const BUSY_LOOK: Duration = Duration::from_millis(1);
 
 impl Subscription {
     pub(crate) fn attached(
@@ -114,6 +126,8 @@ impl Subscription {
             batches: Vec::new(),
             listener: None,
             schedule,
+            last_look: None,
+            next_look: None,
             stats: OutputStats::default(),
             unreported_drops: 0,
         }
@@ -134,17 +148,25 @@ impl Subscription {
         self.stats.dropped
     }
 
-    /// Polls for bytes, holding records back until a batch is full or until the flush
-    /// interval has passed since this output first saw them; `now` is the caller's clock.
-    /// Returns `Pending` with a waker registered for new batches; the caller also arms a
-    /// timer for [`Subscription::poll_timeout`].
+    /// Polls for bytes with timed hand-out; `now` is the caller's clock. Each call looks
+    /// at the rings the datapath writes; records found are held back until a batch's
+    /// worth waits or the flush interval has passed since the look before the one that
+    /// found them (the earliest they can have been logged). Returns `Pending` with a
+    /// waker registered for a ring that fills up and for the capture's end; the caller
+    /// also arms a timer for [`Subscription::poll_timeout`], which is always set while
+    /// the output is attached: with nothing waiting, the output looks once per flush
+    /// interval.
     pub fn poll_next_at(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<Option<Bytes>> {
         self.poll_with(cx, Take::DueAt(now))
     }
 
-    /// When held-back records fall due, if any are held back.
+    /// When to call [`Subscription::poll_next_at`] again: when held-back records fall
+    /// due, or for the next look at the rings, whichever comes first.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.schedule.poll_timeout()
+        match (self.schedule.poll_timeout(), self.next_look) {
+            (Some(due), Some(look)) => Some(due.min(look)),
+            (due, look) => due.or(look),
+        }
     }
 
     /// Bytes already prepared, without looking at the capture: after a `Ready` from
@@ -190,57 +212,61 @@ impl Subscription {
                 }
                 // Listen first, then look again (the loop), so no wake-up is missed.
                 _ => {
-                    let event = match awaited {
-                        Awaited::AnyRecord => &self.shared.data_event,
-                        Awaited::FullBatch => &self.shared.batch_event,
+                    let listener = match awaited {
+                        Awaited::AnyRecord => {
+                            let listener = self.shared.data_event.listen();
+                            self.shared.signal.before_last_look();
+                            listener
+                        }
+                        Awaited::Look => self.shared.batch_event.listen(),
                     };
-                    self.listener = Some((awaited, event.listen()));
+                    self.listener = Some((awaited, listener));
                 }
             }
         }
     }
 
     fn pull(&mut self, take: Take) -> Pulled {
-        if let Some(nothing) = self.nothing_to_take(take) {
-            return nothing;
-        }
         let shared = Arc::clone(&self.shared);
-        let mut sealed = lock(&shared.sealed);
-        self.catch_up(&sealed);
-        sealed.batches_from(self.cursor, &mut self.batches);
-        let mut held_back = false;
-        if self.batches.is_empty() && !sealed.closed {
-            // Records may wait in the open batch: the datapath's lock, taken in its
-            // order (open, then sealed) and only when the records are due.
-            drop(sealed);
-            let mut open = lock(&shared.open);
-            held_back = open.has_records_after(self.cursor);
-            let due = held_back
+        let mut log = shared.lock_log();
+        self.catch_up(&log);
+        log.batches_from(self.cursor, &mut self.batches);
+        let mut found = !self.batches.is_empty();
+        if !found && !log.closed {
+            let pending = log.pending_bytes();
+            found = pending > 0;
+            let due = found
                 && match take {
                     Take::Everything => true,
                     Take::DueAt(now) => {
-                        self.schedule.handle_buffered(now, 0);
-                        self.schedule.is_due(now)
+                        // Logged after the previous look at the earliest.
+                        self.schedule
+                            .handle_buffered(self.last_look.unwrap_or(now), 0);
+                        pending >= shared.batch_bytes || self.schedule.is_due(now)
                     }
                 };
-            sealed = lock(&shared.sealed);
-            if due && open.seal_into(&mut sealed) {
-                shared.publish(&open);
-                held_back = false;
+            if due {
+                log.collect();
+                self.catch_up(&log);
+                log.batches_from(self.cursor, &mut self.batches);
             }
-            drop(open);
-            self.catch_up(&sealed);
-            sealed.batches_from(self.cursor, &mut self.batches);
         }
-        let ended = sealed.closed && self.cursor >= sealed.end_seq();
-        drop(sealed);
+        let ended = log.closed && self.cursor >= log.end_seq();
+        drop(log);
+        if let Take::DueAt(now) = take {
+            self.last_look = Some(now);
+            let interval = self.encoder.options().get_flush_interval();
+            let wait = if found { BUSY_LOOK.min(interval) } else { interval };
+            self.next_look = now.checked_add(wait);
+        }
         if self.batches.is_empty() {
             return if ended {
                 Pulled::End
-            } else if held_back {
-                Pulled::Nothing(Awaited::FullBatch)
             } else {
-                Pulled::Nothing(Awaited::AnyRecord)
+                Pulled::Nothing(match take {
+                    Take::Everything => Awaited::AnyRecord,
+                    Take::DueAt(_) => Awaited::Look,
+                })
             };
         }
         self.schedule.handle_flushed();
@@ -253,41 +279,28 @@ impl Subscription {
         Pulled::Data
     }
 
-    /// Decides without the lock, from the published positions, that there is nothing to
-    /// take yet; `None` means "look under the lock".
-    fn nothing_to_take(&mut self, take: Take) -> Option<Pulled> {
-        if self.shared.is_closed() || self.cursor < self.shared.sealed_end.load(Ordering::Acquire) {
-            return None;
-        }
-        if self.shared.next_seq.load(Ordering::Acquire) <= self.cursor {
-            return Some(Pulled::Nothing(Awaited::AnyRecord));
-        }
-        match take {
-            Take::Everything => None,
-            Take::DueAt(now) => {
-                self.schedule.handle_buffered(now, 0);
-                (!self.schedule.is_due(now)).then_some(Pulled::Nothing(Awaited::FullBatch))
-            }
-        }
+    /// Skips what the backlog no longer holds, counting as lost the records of the
+    /// paths this output keeps.
+    fn catch_up(&mut self, log: &Log) {
+        let (oldest, kinds_to_oldest) = log.oldest();
+        self.skip_to(oldest, kinds_to_oldest);
     }
 
-    /// Skips what the backlog no longer holds, counting as lost the records of the
-    /// paths this output keeps. Paths without a name share one count: an output that
-    /// keeps some of them counts the loss of any.
-    fn catch_up(&mut self, sealed: &Sealed) {
-        let oldest = sealed.oldest_seq();
-        if self.cursor >= oldest {
+    /// Moves the cursor to `seq` if it is behind it, counting the records in between
+    /// as lost. Paths without a name share one count: an output that keeps some of them
+    /// counts the loss of any.
+    fn skip_to(&mut self, seq: u64, kinds_to_seq: &KindCounts) {
+        if self.cursor >= seq {
             return;
         }
-        let to_oldest = sealed.kinds_to_oldest();
         let lost = Path::ALL_KINDS
             .iter()
             .filter(|kind| self.encoder.writes_kind(**kind))
-            .map(|kind| to_oldest[kind.kind_index()] - self.kinds_to_cursor[kind.kind_index()])
+            .map(|kind| kinds_to_seq[kind.kind_index()] - self.kinds_to_cursor[kind.kind_index()])
             .sum();
         self.lose(lost);
-        self.cursor = oldest;
-        self.kinds_to_cursor = *to_oldest;
+        self.cursor = seq;
+        self.kinds_to_cursor = *kinds_to_seq;
     }
 
     fn lose(&mut self, records: u64) {
@@ -302,6 +315,8 @@ impl Subscription {
     /// Encodes the records of `batch` from the cursor on. Runs of records the seed format
     /// passes on unchanged become slices of the batch; the rest is encoded into scratch.
     fn encode(&mut self, batch: &Batch) {
+        // Records the rings could not take lie in the gap before a batch.
+        self.skip_to(batch.first_seq, &batch.kinds_to_start);
         let skip = self.cursor.saturating_sub(batch.first_seq) as usize;
         let passthrough = self.encoder.options().is_seed_micros();
         let snaplen = self.encoder.options().get_snaplen() as usize;
@@ -321,7 +336,7 @@ impl Subscription {
         }
         let base = batch.data.as_ptr() as usize;
         let mut run: Option<Range<usize>> = None;
-        for record in log::records(&batch.data, &batch.sub_micros).skip(skip) {
+        for record in log::records(&batch.data, &batch.side).skip(skip) {
             if !self.encoder.writes(record.path) {
                 self.end_run(batch, &mut run);
                 continue;

@@ -196,25 +196,63 @@ fn records_are_held_back_until_the_flush_interval_or_a_full_batch() {
     let ms = Duration::from_millis;
     assert!(matches!(output.poll_next_at(&mut cx, t0), Poll::Ready(Some(h)) if h.len() == 24));
     assert!(output.poll_next_at(&mut cx, t0).is_pending());
-    assert_eq!(output.poll_timeout(), None);
+    // Nothing waits: the output looks again one flush interval later.
+    assert_eq!(output.poll_timeout(), Some(t0 + ms(100)));
     log(&capture, 1);
+    // Found at 5 ms, logged after the look at 0 ms: due 100 ms after that look, and
+    // looked at again sooner while it waits.
     assert!(output.poll_next_at(&mut cx, t0 + ms(5)).is_pending());
-    assert_eq!(output.poll_timeout(), Some(t0 + ms(105)));
+    assert_eq!(output.poll_timeout(), Some(t0 + ms(6)));
     log(&capture, 2);
-    assert!(output.poll_next_at(&mut cx, t0 + ms(104)).is_pending());
-    let Poll::Ready(Some(bytes)) = output.poll_next_at(&mut cx, t0 + ms(105)) else {
-        panic!("due at 105 ms");
+    assert!(output.poll_next_at(&mut cx, t0 + ms(99)).is_pending());
+    let Poll::Ready(Some(bytes)) = output.poll_next_at(&mut cx, t0 + ms(100)) else {
+        panic!("due at 100 ms");
     };
     assert_eq!(bytes.len(), 2 * (16 + 2 + 40));
-    assert_eq!(output.poll_timeout(), None);
+    assert_eq!(output.poll_timeout(), Some(t0 + ms(101)), "the next look");
 
     // A full batch goes at once.
+    assert!(output.poll_next_at(&mut cx, t0 + ms(101)).is_pending());
     for _ in 0..100 {
         log(&capture, 3);
     }
-    let Poll::Ready(Some(_)) = output.poll_next_at(&mut cx, t0 + ms(106)) else {
+    let Poll::Ready(Some(_)) = output.poll_next_at(&mut cx, t0 + ms(102)) else {
         panic!("a full batch is due at once");
     };
+}
+
+#[test]
+fn a_quiet_threads_last_records_reach_a_timed_reader_within_the_flush_interval() {
+    let capture = Capture::new();
+    let mut output = capture.subscribe(Options::default());
+    let mut cx = Context::from_waker(Waker::noop());
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let Poll::Ready(Some(header)) = output.poll_next_at(&mut cx, t0) else {
+        panic!("the header comes first");
+    };
+    assert!(output.poll_next_at(&mut cx, t0).is_pending());
+    // A thread logs two records, in simulated time just after the look, and ends.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            log(&capture, 1);
+            log(&capture, 2);
+        });
+    });
+    // Nobody wakes the reader: it polls when its own timer says.
+    let mut now = t0;
+    let mut file = header.to_vec();
+    while now <= t0 + ms(100) {
+        let due = output.poll_timeout().expect("a timer is always armed");
+        assert!(due > now, "the timer moves on");
+        now = due;
+        if let Poll::Ready(Some(bytes)) = output.poll_next_at(&mut cx, now) {
+            file.extend_from_slice(&bytes);
+            break;
+        }
+    }
+    assert!(now <= t0 + ms(100), "handed out at {:?}", now - t0);
+    assert_eq!(tags(&file), [1, 2]);
 }
 
 #[test]
@@ -322,14 +360,16 @@ fn a_late_output_is_not_left_due_by_records_before_it() {
 
 #[test]
 fn records_keep_their_order_across_threads() {
-    // Two threads log in turn, each after the other's record: every output must show
-    // the records in the order they were logged, whichever thread logged them.
+    // Two threads log in turn, each after the other's record and with a later time, as
+    // a clock read at each packet gives: every output must show the records in the
+    // order they were logged, whichever thread logged them.
     let capture = Capture::builder().batch_bytes(4096).build();
     let mut output = capture.subscribe(Options::default());
     let (to_b, from_a) = std::sync::mpsc::channel::<u32>();
     let (to_a, from_b) = std::sync::mpsc::channel::<u32>();
     let log_n = |capture: &Capture, n: u32| {
-        capture.log_packet(Path::FromLocal, UNIX_EPOCH, &n.to_le_bytes().repeat(10));
+        let when = UNIX_EPOCH + Duration::from_micros(u64::from(n));
+        capture.log_packet(Path::FromLocal, when, &n.to_le_bytes().repeat(10));
     };
     std::thread::scope(|scope| {
         let capture = &capture;
