@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     /// Records lost because a thread could not reach its ring (while its thread-local
     /// state was torn down), per path kind.
     lost_unringed: [AtomicU64; Path::KINDS],
+    /// Collections that took records: a datapath thread whose ring is full tells from
+    /// it whether readers are draining at all.
+    collects: CachePadded<AtomicU64>,
     /// Wakes readers waiting for any record.
     pub(crate) data_event: Event,
     /// Wakes readers when a ring is half full, or the capture closed.
@@ -92,15 +95,31 @@ impl Shared {
         writer
     }
 
-    /// The datapath found its ring full: drain the rings for the readers, unless one of
-    /// them is at it (then the ring will have room soon, and this record is lost).
-    fn collect_for_readers(&self) -> bool {
+    /// The datapath found its ring full. If readers drained the rings since the ring
+    /// was last full, they are only slower than the datapath: the record is lost, and
+    /// the datapath does not take on their work when it is busiest. If nobody drained
+    /// them (every output stalled), the datapath drains them itself, so that stalled
+    /// outputs lose their oldest records rather than the newest; it never waits for the
+    /// lock to do so.
+    fn collect_for_readers(&self, collects_seen: &mut u64) -> bool {
+        let collects = self.collects.load(Ordering::Relaxed);
+        if std::mem::replace(collects_seen, collects) != collects {
+            return false;
+        }
         let Some(mut log) = try_lock(&self.log) else {
             return false;
         };
         self.adopt_rings(&mut log);
         log.collect();
+        *collects_seen = self.collects.load(Ordering::Relaxed);
         true
+    }
+
+    /// Drains the rings into the backlog; the caller holds the log's lock.
+    pub(crate) fn collect(&self, log: &mut Log) {
+        if log.collect() {
+            self.collects.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -214,6 +233,7 @@ impl Builder {
                 log: Mutex::new(Log::new(self.batch_bytes, backlog)),
                 new_rings: Mutex::new(Vec::new()),
                 lost_unringed: Default::default(),
+                collects: CachePadded(AtomicU64::new(0)),
                 data_event: Event::new(),
                 batch_event: Event::new(),
                 dropped: AtomicU64::new(0),
@@ -281,7 +301,8 @@ impl Capture {
     #[inline(always)]
     pub fn log_packet(&self, path: Path, when: SystemTime, packet: &[u8]) {
         let state = self.shared.state.load(Ordering::Relaxed);
-        if state == 0 || state & CLOSED != 0 {
+        // One comparison for both "no output" (0 wraps to the top) and "closed".
+        if state.wrapping_sub(1) >= CLOSED - 1 {
             return;
         }
         self.store(path, when, &[], packet);
@@ -312,7 +333,7 @@ impl Capture {
                     return Some(written);
                 }
                 // Full: nobody drained this ring for a whole ring's worth of records.
-                if shared.collect_for_readers() {
+                if shared.collect_for_readers(writer.collects_seen()) {
                     if let Some(mut written) = writer.try_write(&header, meta, kept) {
                         written.wake_readers = true;
                         return Some(written);
@@ -381,7 +402,7 @@ impl Capture {
         // logged after this point is seen, none logged before it.
         let (cursor, kinds) = {
             let mut log = self.shared.lock_log();
-            log.collect();
+            self.shared.collect(&mut log);
             (log.end_seq(), log.kinds_to_end())
         };
         Ok(Subscription::attached(
@@ -408,7 +429,7 @@ impl Capture {
         self.shared.state.fetch_or(CLOSED, Ordering::AcqRel);
         {
             let mut log = self.shared.lock_log();
-            log.collect();
+            self.shared.collect(&mut log);
             log.closed = true;
         }
         self.shared.data_event.notify(usize::MAX);
@@ -418,7 +439,7 @@ impl Capture {
     /// Counters of the whole capture, after draining the threads' rings.
     pub fn stats(&self) -> CaptureStats {
         let mut log = self.shared.lock_log();
-        log.collect();
+        self.shared.collect(&mut log);
         CaptureStats {
             outputs: self.num_outputs(),
             logged: log.logged,

@@ -75,7 +75,10 @@ pub(crate) struct StoredRecord<'a> {
 }
 
 /// Walks the records of a batch's bytes.
-pub(crate) fn records<'a>(data: &'a [u8], side: &'a [u8]) -> impl Iterator<Item = StoredRecord<'a>> {
+pub(crate) fn records<'a>(
+    data: &'a [u8],
+    side: &'a [u8],
+) -> impl Iterator<Item = StoredRecord<'a>> {
     let (mut offset, mut side_offset) = (0, 0);
     std::iter::from_fn(move || {
         let entry = side.get(side_offset..side_offset + SIDE_LEN)?;
@@ -501,7 +504,12 @@ mod tests {
         let (mut writer, reader) = ring(1, 4096);
         log.adopt(&mut vec![reader]);
         for i in 0..3u8 {
-            write(&mut writer, Path::FromPeer, Timestamp::new(u32::from(i), 1_234), &[i; 10]);
+            write(
+                &mut writer,
+                Path::FromPeer,
+                Timestamp::new(u32::from(i), 1_234),
+                &[i; 10],
+            );
         }
         assert!(log.collect());
         let batches = sealed(&log);
@@ -531,7 +539,11 @@ mod tests {
         log.collect();
         let order: Vec<u8> = sealed(&log)
             .iter()
-            .flat_map(|b| records(&b.data, &b.side).map(|r| r.packet[0]).collect::<Vec<_>>())
+            .flat_map(|b| {
+                records(&b.data, &b.side)
+                    .map(|r| r.packet[0])
+                    .collect::<Vec<_>>()
+            })
             .collect();
         assert_eq!(order, [1, 2, 3, 4, 5, 9, 6]);
     }
@@ -544,7 +556,12 @@ mod tests {
         let mut expected = Vec::new();
         for i in 0..40u8 {
             let packet: Vec<u8> = (0..100 + i).collect();
-            write(&mut writer, Path::FromPeer, Timestamp::new(u32::from(i), 0), &packet);
+            write(
+                &mut writer,
+                Path::FromPeer,
+                Timestamp::new(u32::from(i), 0),
+                &packet,
+            );
             expected.push(packet);
             if i % 3 == 2 {
                 log.collect();
@@ -553,7 +570,11 @@ mod tests {
         log.collect();
         let got: Vec<Vec<u8>> = sealed(&log)
             .iter()
-            .flat_map(|b| records(&b.data, &b.side).map(|r| r.packet.to_vec()).collect::<Vec<_>>())
+            .flat_map(|b| {
+                records(&b.data, &b.side)
+                    .map(|r| r.packet.to_vec())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         assert_eq!(got, expected);
     }
@@ -573,7 +594,10 @@ mod tests {
         assert_eq!(batches.len(), 2);
         assert_eq!(batches[1].first_seq, batches[0].end_seq() + 2);
         let local = Path::FromLocal.kind_index();
-        assert_eq!(batches[1].kinds_to_start[local] - batches[0].kinds_to_end[local], 2);
+        assert_eq!(
+            batches[1].kinds_to_start[local] - batches[0].kinds_to_end[local],
+            2
+        );
         assert_eq!(log.logged, 4);
     }
 

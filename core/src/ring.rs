@@ -110,6 +110,8 @@ pub(crate) struct RingWriter {
     losses: Arc<Losses>,
     /// Bytes written since the writer last looked at how full its ring is.
     unlooked: usize,
+    /// The capture's count of collections when this ring was last found full.
+    collects_seen: u64,
 }
 
 /// What a write asks of the caller once the thread-local state is released.
@@ -149,6 +151,11 @@ impl RingWriter {
         let wake_readers = unread >= half;
         self.unlooked = if wake_readers { 0 } else { unread };
         Some(Written { wake_readers })
+    }
+
+    /// The capture's count of collections when this ring was last found full.
+    pub(crate) fn collects_seen(&mut self) -> &mut u64 {
+        &mut self.collects_seen
     }
 
     /// Counts a record that found no room.
@@ -196,6 +203,7 @@ pub(crate) fn ring(capture: u64, capacity: usize) -> (RingWriter, RingReader) {
             producer,
             losses: Arc::clone(&losses),
             unlooked: 0,
+            collects_seen: 0,
         },
         RingReader {
             consumer,
@@ -335,7 +343,12 @@ mod tests {
         let header = [0u8; HEADER_LEN];
         let packet = [0u8; 80];
         let wakes: Vec<bool> = (0..9)
-            .map(|_| writer.try_write(&header, &[], &packet).unwrap().wake_readers)
+            .map(|_| {
+                writer
+                    .try_write(&header, &[], &packet)
+                    .unwrap()
+                    .wake_readers
+            })
             .collect();
         assert_eq!(wakes.iter().filter(|w| **w).count(), 1);
         assert!(wakes[4], "at 500 of 1000 bytes unread");

@@ -246,7 +246,7 @@ impl Subscription {
                     }
                 };
             if due {
-                log.collect();
+                shared.collect(&mut log);
                 self.catch_up(&log);
                 log.batches_from(self.cursor, &mut self.batches);
             }
@@ -256,7 +256,11 @@ impl Subscription {
         if let Take::DueAt(now) = take {
             self.last_look = Some(now);
             let interval = self.encoder.options().get_flush_interval();
-            let wait = if found { BUSY_LOOK.min(interval) } else { interval };
+            let wait = if found {
+                BUSY_LOOK.min(interval)
+            } else {
+                interval
+            };
             self.next_look = now.checked_add(wait);
         }
         if self.batches.is_empty() {
