@@ -19,13 +19,11 @@ static NEXT_CAPTURE: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    /// Outputs attached, and [`CLOSED`]: the one word the datapath reads when idle, on
-    /// a cache line of its own so that no write elsewhere disturbs it.
-    state: CachePadded<AtomicUsize>,
+    /// What the datapath reads for every packet, on a cache line of its own so that no
+    /// reader's write disturbs it.
+    hot: CachePadded<Hot>,
     /// Raised by readers about to park for the next record.
     pub(crate) signal: CachePadded<RecordSignal>,
-    /// This capture's number, for the threads' rings.
-    id: u64,
     /// `Capture` handles alive; the last one to go closes the capture.
     handles: AtomicUsize,
     /// The backlog: the readers' lock. The datapath only ever tries it.
@@ -49,6 +47,16 @@ pub(crate) struct Shared {
     pub(crate) batch_bytes: usize,
 }
 
+/// The datapath's per-packet reads.
+#[derive(Debug)]
+struct Hot {
+    /// Outputs attached, and [`CLOSED`]: the one word the datapath reads when idle,
+    /// written only when outputs come and go.
+    state: AtomicUsize,
+    /// This capture's number, for the threads' rings.
+    id: u64,
+}
+
 /// Keeps a value on a cache line of its own.
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -64,11 +72,11 @@ impl<T> std::ops::Deref for CachePadded<T> {
 
 impl Shared {
     pub(crate) fn is_closed(&self) -> bool {
-        self.state.load(Ordering::Acquire) & CLOSED != 0
+        self.hot.state.load(Ordering::Acquire) & CLOSED != 0
     }
 
     pub(crate) fn detach(&self) {
-        self.state.fetch_sub(1, Ordering::AcqRel);
+        self.hot.state.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Locks the backlog, having it take on the rings registered since.
@@ -90,7 +98,7 @@ impl Shared {
     }
 
     fn register_ring(&self) -> RingWriter {
-        let (writer, reader) = ring::ring(self.id, self.ring_bytes);
+        let (writer, reader) = ring::ring(self.hot.id, self.ring_bytes);
         lock(&self.new_rings).push(reader);
         writer
     }
@@ -226,9 +234,11 @@ impl Builder {
         let backlog = self.backlog_bytes.max(2 * self.batch_bytes);
         Capture {
             shared: Arc::new(Shared {
-                state: CachePadded(AtomicUsize::new(0)),
+                hot: CachePadded(Hot {
+                    state: AtomicUsize::new(0),
+                    id: NEXT_CAPTURE.fetch_add(1, Ordering::Relaxed),
+                }),
                 signal: CachePadded(RecordSignal::new()),
-                id: NEXT_CAPTURE.fetch_add(1, Ordering::Relaxed),
                 handles: AtomicUsize::new(1),
                 log: Mutex::new(Log::new(self.batch_bytes, backlog)),
                 new_rings: Mutex::new(Vec::new()),
@@ -300,7 +310,7 @@ impl Capture {
     /// this thread's own.
     #[inline(always)]
     pub fn log_packet(&self, path: Path, when: SystemTime, packet: &[u8]) {
-        let state = self.shared.state.load(Ordering::Relaxed);
+        let state = self.shared.hot.state.load(Ordering::Relaxed);
         // One comparison for both "no output" (0 wraps to the top) and "closed".
         if state.wrapping_sub(1) >= CLOSED - 1 {
             return;
@@ -326,7 +336,7 @@ impl Capture {
         .to_bytes();
         let meta = &meta[..meta.len().min(usize::from(u8::MAX))];
         let written = ring::with_writer(
-            shared.id,
+            shared.hot.id,
             || shared.register_ring(),
             |writer| {
                 if let Some(written) = writer.try_write(&header, meta, kept) {
@@ -379,7 +389,7 @@ impl Capture {
     }
 
     fn attach(&self, options: Options, limit: usize) -> Result<Subscription, Error> {
-        let state = &self.shared.state;
+        let state = &self.shared.hot.state;
         let mut current = state.load(Ordering::Acquire);
         loop {
             if current & CLOSED != 0 {
@@ -415,7 +425,7 @@ impl Capture {
 
     /// Outputs attached now.
     pub fn num_outputs(&self) -> usize {
-        self.shared.state.load(Ordering::Acquire) & !CLOSED
+        self.shared.hot.state.load(Ordering::Acquire) & !CLOSED
     }
 
     /// Whether [`Capture::close`] was called (or every handle dropped).
@@ -426,7 +436,7 @@ impl Capture {
     /// Closes the capture: later packets are ignored, and every output's stream ends
     /// once it has handed out what it holds.
     pub fn close(&self) {
-        self.shared.state.fetch_or(CLOSED, Ordering::AcqRel);
+        self.shared.hot.state.fetch_or(CLOSED, Ordering::AcqRel);
         {
             let mut log = self.shared.lock_log();
             self.shared.collect(&mut log);

@@ -60,6 +60,8 @@ pub struct Subscription {
     /// looks next.
     last_look: Option<Instant>,
     next_look: Option<Instant>,
+    /// Whether the last look found records: records flow, look again soon.
+    flowing: bool,
     stats: OutputStats,
     /// Records lost since the last record handed out, for pcapng's `epb_dropcount`.
     unreported_drops: u64,
@@ -91,10 +93,10 @@ enum Awaited {
     Look,
 }
 
-/// How soon a timed output looks again after a look that found records: often enough
-/// that a ring (2 MiB by default) is drained before it is half full at 1 GB/s, so that
-/// the datapath does not have to wake it.
-const BUSY_LOOK: Duration = Duration::from_millis(1);
+/// How soon a timed output looks again while records flow: often enough that a ring
+/// (2 MiB by default) is drained before it is half full at 2 GB/s, so that the datapath
+/// does not have to wake it.
+const BUSY_LOOK: Duration = Duration::from_micros(500);
 
 impl Subscription {
     pub(crate) fn attached(
@@ -128,6 +130,7 @@ impl Subscription {
             schedule,
             last_look: None,
             next_look: None,
+            flowing: false,
             stats: OutputStats::default(),
             unreported_drops: 0,
         }

@@ -193,7 +193,7 @@ fn records_are_held_back_until_the_flush_interval_or_a_full_batch() {
     let waker = Waker::noop();
     let mut cx = Context::from_waker(waker);
     let t0 = Instant::now();
-    let ms = Duration::from_millis;
+    let (ms, us) = (Duration::from_millis, Duration::from_micros);
     assert!(matches!(output.poll_next_at(&mut cx, t0), Poll::Ready(Some(h)) if h.len() == 24));
     assert!(output.poll_next_at(&mut cx, t0).is_pending());
     // Nothing waits: the output looks again one flush interval later.
@@ -202,14 +202,14 @@ fn records_are_held_back_until_the_flush_interval_or_a_full_batch() {
     // Found at 5 ms, logged after the look at 0 ms: due 100 ms after that look, and
     // looked at again sooner while it waits.
     assert!(output.poll_next_at(&mut cx, t0 + ms(5)).is_pending());
-    assert_eq!(output.poll_timeout(), Some(t0 + ms(6)));
+    assert_eq!(output.poll_timeout(), Some(t0 + us(5_500)));
     log(&capture, 2);
     assert!(output.poll_next_at(&mut cx, t0 + ms(99)).is_pending());
     let Poll::Ready(Some(bytes)) = output.poll_next_at(&mut cx, t0 + ms(100)) else {
         panic!("due at 100 ms");
     };
     assert_eq!(bytes.len(), 2 * (16 + 2 + 40));
-    assert_eq!(output.poll_timeout(), Some(t0 + ms(101)), "the next look");
+    assert_eq!(output.poll_timeout(), Some(t0 + us(100_500)), "the next look");
 
     // A full batch goes at once.
     assert!(output.poll_next_at(&mut cx, t0 + ms(101)).is_pending());
