@@ -259,7 +259,10 @@ impl Subscription {
         if let Take::DueAt(now) = take {
             self.last_look = Some(now);
             let interval = self.encoder.options().get_flush_interval();
-            let wait = if found {
+            // The look right after a hand-out finds the rings just drained: records
+            // still flow if the look before found some.
+            let flowing = std::mem::replace(&mut self.flowing, found);
+            let wait = if found || flowing {
                 BUSY_LOOK.min(interval)
             } else {
                 interval

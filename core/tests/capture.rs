@@ -209,7 +209,11 @@ fn records_are_held_back_until_the_flush_interval_or_a_full_batch() {
         panic!("due at 100 ms");
     };
     assert_eq!(bytes.len(), 2 * (16 + 2 + 40));
-    assert_eq!(output.poll_timeout(), Some(t0 + us(100_500)), "the next look");
+    assert_eq!(
+        output.poll_timeout(),
+        Some(t0 + us(100_500)),
+        "the next look"
+    );
 
     // A full batch goes at once.
     assert!(output.poll_next_at(&mut cx, t0 + ms(101)).is_pending());
