@@ -103,21 +103,24 @@ impl Shared {
         writer
     }
 
-    /// The datapath found its ring full. If readers drained the rings since the ring
-    /// was last full, they are only slower than the datapath: the record is lost, and
-    /// the datapath does not take on their work when it is busiest. If nobody drained
-    /// them (every output stalled), the datapath drains them itself, so that stalled
-    /// outputs lose their oldest records rather than the newest; it never waits for the
-    /// lock to do so.
+    /// The datapath found its ring full; says whether it drained the rings. It never
+    /// waits for the readers' lock: if a reader holds it, the ring will have room soon
+    /// and this record is lost. It drains them when the backlog has room for what they
+    /// hold (a backlog sized for a burst then takes the burst, however slow the
+    /// readers), or when no reader drained them since the ring was last full (every
+    /// output stalled: they keep the newest records, losing the oldest). It leaves
+    /// them to readers that drain them but lag, so that it does not take on their work
+    /// when it is busiest.
     fn collect_for_readers(&self, collects_seen: &mut u64) -> bool {
-        let collects = self.collects.load(Ordering::Relaxed);
-        if std::mem::replace(collects_seen, collects) != collects {
-            return false;
-        }
         let Some(mut log) = try_lock(&self.log) else {
             return false;
         };
         self.adopt_rings(&mut log);
+        let collects = self.collects.load(Ordering::Relaxed);
+        let readers_drain = std::mem::replace(collects_seen, collects) != collects;
+        if readers_drain && !log.has_room(log.pending_bytes()) {
+            return false;
+        }
         log.collect();
         *collects_seen = self.collects.load(Ordering::Relaxed);
         true

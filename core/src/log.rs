@@ -226,6 +226,11 @@ impl Log {
         self.rings.iter().map(|r| r.consumer.slots()).sum()
     }
 
+    /// Whether `bytes` more fit in the backlog without evicting anything.
+    pub(crate) fn has_room(&self, bytes: usize) -> bool {
+        self.sealed.bytes.saturating_add(bytes) <= self.sealed.backlog_bytes
+    }
+
     /// Sequence number after the last record collected.
     pub(crate) fn end_seq(&self) -> u64 {
         self.sealed.end_seq
