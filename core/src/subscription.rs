@@ -60,8 +60,8 @@ pub struct Subscription {
     /// looks next.
     last_look: Option<Instant>,
     next_look: Option<Instant>,
-    /// Whether the last look found records: records flow, look again soon.
-    flowing: bool,
+    /// When a look last found records: while they flow, look again soon.
+    last_found: Option<Instant>,
     stats: OutputStats,
     /// Records lost since the last record handed out, for pcapng's `epb_dropcount`.
     unreported_drops: u64,
@@ -130,7 +130,7 @@ impl Subscription {
             schedule,
             last_look: None,
             next_look: None,
-            flowing: false,
+            last_found: None,
             stats: OutputStats::default(),
             unreported_drops: 0,
         }
@@ -259,10 +259,15 @@ impl Subscription {
         if let Take::DueAt(now) = take {
             self.last_look = Some(now);
             let interval = self.encoder.options().get_flush_interval();
-            // The look right after a hand-out finds the rings just drained: records
-            // still flow if the look before found some.
-            let flowing = std::mem::replace(&mut self.flowing, found);
-            let wait = if found || flowing {
+            // Looks right after a hand-out find the rings just drained: records still
+            // flow if some were found in the last few looks' time.
+            if found {
+                self.last_found = Some(now);
+            }
+            let flowing = self
+                .last_found
+                .is_some_and(|at| now.saturating_duration_since(at) < 4 * BUSY_LOOK);
+            let wait = if flowing {
                 BUSY_LOOK.min(interval)
             } else {
                 interval
