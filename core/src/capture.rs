@@ -217,10 +217,23 @@ impl Builder {
 
     /// Bytes of the ring each datapath thread logs into (default 2 MiB, at least
     /// 512 KiB, so that the largest record fits), made when the thread first logs a
-    /// packet that someone listens to. Readers drain the rings; a thread whose ring is
-    /// full drains the rings itself when no reader is at it, and otherwise loses the
-    /// record (counted, and shown to every output as a loss). Memory: the backlog, plus
-    /// one ring per thread that has logged.
+    /// packet that someone listens to. Readers drain the rings into the backlog. A
+    /// thread whose ring is full drains the rings itself if the readers' lock is free
+    /// and either no reader drained them since (every output stalled) or the backlog
+    /// has room for them; otherwise it loses the record, counted and shown to every
+    /// output as a loss. So a burst is kept whole only if it fits in the ring as well
+    /// as in the backlog, when readers drain slower than the datapath logs. Memory:
+    /// the backlog, plus one ring per thread that has logged while someone listened.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pcapcast_core::Capture;
+    ///
+    /// // Keep a burst of up to 64 MiB from each thread whole.
+    /// let capture = Capture::builder().ring_bytes(64 << 20).backlog_bytes(64 << 20).build();
+    /// # drop(capture);
+    /// ```
     pub fn ring_bytes(mut self, bytes: usize) -> Builder {
         self.ring_bytes = bytes.clamp(512 << 10, 1 << 30);
         self
