@@ -6,8 +6,8 @@
 //!
 //! For each size the datapath logs 400 MB of packets as fast as it can, then closes;
 //! the time runs from the first packet until `pcapcast capture` has written the file
-//! and exited. Two runs: with the default 4 MiB backlog (the datapath outruns the
-//! path, and the drops are reported), and with a backlog that holds everything (no
+//! and exited. Two runs: with the default 2 MiB ring per datapath thread (the datapath
+//! outruns the path, and the drops are reported), and with a ring that holds everything (no
 //! drops: the rate the path sustains). Files are written to /dev/shm where it exists.
 
 use std::io::{Read, Write};
@@ -49,16 +49,13 @@ struct Run {
     file_bytes: u64,
 }
 
-fn whole_path(size: usize, backlog: usize, dir: &FsPath) -> Run {
-    let socket = dir.join(format!("whole-{size}-{backlog}.sock"));
+fn whole_path(size: usize, ring: usize, dir: &FsPath) -> Run {
+    let socket = dir.join(format!("whole-{size}-{ring}.sock"));
     let file = dir.join(format!("whole-{size}.pcap"));
-    // A burst is kept whole only if the datapath thread's ring holds it too: readers
-    // that drain slower than the datapath logs are not waited for.
-    let ring = if backlog > 4 << 20 { backlog } else { 2 << 20 };
-    let capture = Capture::builder()
-        .backlog_bytes(backlog)
-        .ring_bytes(ring)
-        .build();
+    // Readers that drain slower than the datapath logs are not waited for: a burst is
+    // kept whole if the datapath thread's ring holds it. The backlog is the default
+    // (4 MiB): readers take from the rings no more than it holds.
+    let capture = Capture::builder().ring_bytes(ring).build();
     let server = {
         let capture = capture.clone();
         let socket = socket.clone();
@@ -162,12 +159,12 @@ fn main() {
     };
     let dir = base.join(format!("pcapcast-whole-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    println!("| size | backlog | logged | written (drops) | whole path | floor, same bytes | ratio | daemon CPU/packet | capture CPU/packet |");
+    println!("| size | ring | logged | written (drops) | whole path | floor, same bytes | ratio | daemon CPU/packet | capture CPU/packet |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (size, backlog) in [
-        (64usize, 4 << 20),
+    for (size, ring) in [
+        (64usize, 2 << 20),
         (64, 512 << 20),
-        (1500, 4 << 20),
+        (1500, 2 << 20),
         (1500, 512 << 20),
     ] {
         // `-- 1500` runs the cases of that size only.
@@ -175,11 +172,11 @@ fn main() {
         if !only.is_empty() && !only.contains(&size) {
             continue;
         }
-        let run = whole_path(size, backlog, &dir);
-        if backlog >= 512 << 20 {
+        let run = whole_path(size, ring, &dir);
+        if ring >= 512 << 20 {
             assert_eq!(
                 run.written, run.packets,
-                "a backlog that holds the burst loses nothing"
+                "a ring that holds the burst loses nothing"
             );
         }
         // The floor's best of three: it is the reference, so give it every chance.
@@ -190,7 +187,7 @@ fn main() {
         let mbps = run.file_bytes as f64 / run.seconds / 1e6;
         println!(
             "| {size} B | {} MiB | {} | {} ({}) | {:.0} packets/s, {:.0} MB/s | {:.0} MB/s | {:.2} | {:.0} ns | {:.0} ns |",
-            backlog >> 20,
+            ring >> 20,
             run.packets,
             run.written,
             run.packets - run.written,

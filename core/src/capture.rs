@@ -128,7 +128,12 @@ impl Shared {
 
     /// Drains the rings into the backlog; the caller holds the log's lock.
     pub(crate) fn collect(&self, log: &mut Log) {
-        if log.collect() {
+        self.collect_up_to(log, usize::MAX);
+    }
+
+    /// Drains at least `budget` bytes of the rings, if they hold that many.
+    pub(crate) fn collect_up_to(&self, log: &mut Log, budget: usize) {
+        if log.collect_up_to(budget) {
             self.collects.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -425,7 +430,9 @@ impl Capture {
             }
         }
         // Counted first, then placed after everything the rings hold: every record
-        // logged after this point is seen, none logged before it.
+        // logged after this point is seen, none logged before it. (What the rings
+        // held moves into the backlog at once, where outputs that lag far behind can
+        // lose some of it.)
         let (cursor, kinds) = {
             let mut log = self.shared.lock_log();
             self.shared.collect(&mut log);
@@ -453,19 +460,21 @@ impl Capture {
     /// once it has handed out what it holds.
     pub fn close(&self) {
         self.shared.hot.state.fetch_or(CLOSED, Ordering::AcqRel);
-        {
-            let mut log = self.shared.lock_log();
-            self.shared.collect(&mut log);
-            log.closed = true;
-        }
+        // What the rings hold stays there for readers to drain at their pace: moved
+        // into the backlog at once, a burst bigger than it would be evicted unread.
+        self.shared.lock_log().closed = true;
         self.shared.data_event.notify(usize::MAX);
         self.shared.batch_event.notify(usize::MAX);
     }
 
-    /// Counters of the whole capture, after draining the threads' rings.
+    /// Counters of the whole capture. Records still in the threads' rings are counted
+    /// once drained: this drains them when the backlog has room for them, and leaves
+    /// them to the readers otherwise.
     pub fn stats(&self) -> CaptureStats {
         let mut log = self.shared.lock_log();
-        self.shared.collect(&mut log);
+        if log.has_room(log.pending_bytes()) {
+            self.shared.collect(&mut log);
+        }
         CaptureStats {
             outputs: self.num_outputs(),
             logged: log.logged,

@@ -112,6 +112,8 @@ pub(crate) struct Log {
     rings: Vec<RingReader>,
     open: Open,
     sealed: Sealed,
+    /// Set by [`crate::Capture::close`]: readers drain what the rings still hold, then
+    /// their streams end.
     pub(crate) closed: bool,
     /// Records collected, and records the rings could not take.
     pub(crate) logged: u64,
@@ -226,6 +228,11 @@ impl Log {
         self.rings.iter().map(|r| r.consumer.slots()).sum()
     }
 
+    /// Bytes the backlog holds at most.
+    pub(crate) fn backlog_bytes(&self) -> usize {
+        self.sealed.backlog_bytes
+    }
+
     /// Whether `bytes` more fit in the backlog without evicting anything.
     pub(crate) fn has_room(&self, bytes: usize) -> bool {
         self.sealed.bytes.saturating_add(bytes) <= self.sealed.backlog_bytes
@@ -261,9 +268,13 @@ impl Log {
     /// ring keeps its own order; ties go to the ring registered first). Says whether
     /// anything was sealed or counted lost.
     pub(crate) fn collect(&mut self) -> bool {
-        if self.closed {
-            return false;
-        }
+        self.collect_up_to(usize::MAX)
+    }
+
+    /// [`Log::collect`], stopping once at least `budget` bytes were taken from the
+    /// rings: a reader takes no more than the backlog holds, so that what it collects
+    /// is not evicted before it reads it; the rest waits in the rings.
+    pub(crate) fn collect_up_to(&mut self, budget: usize) -> bool {
         let before = self.sealed.end_seq;
         let mut lost = [0; Path::KINDS];
         for ring in &mut self.rings {
@@ -293,7 +304,8 @@ impl Log {
                 Reading::new(first, second)
             })
             .collect();
-        loop {
+        let mut taken_bytes = 0usize;
+        while taken_bytes < budget {
             // The ring whose next record is the oldest; the first of equals.
             let mut best: Option<(usize, (u32, u32))> = None;
             for (index, reading) in readings.iter().enumerate() {
@@ -327,6 +339,7 @@ impl Log {
             *logged += 1;
             *clamped += u64::from(header.clamped);
             reading.taken += header.ring_len();
+            taken_bytes += header.ring_len();
             reading.look();
         }
         let taken: Vec<usize> = readings.iter().map(|r| r.taken).collect();
@@ -627,6 +640,34 @@ mod tests {
             "{} fresh buffers",
             log.open.fresh_buffers
         );
+    }
+
+    #[test]
+    fn a_collection_with_a_budget_leaves_the_rest_in_the_ring() {
+        let mut log = Log::new(4096, 1 << 20);
+        let (mut writer, reader) = ring(1, 1 << 20);
+        log.adopt(&mut vec![reader]);
+        for i in 0..100u8 {
+            write(
+                &mut writer,
+                Path::FromPeer,
+                Timestamp::new(u32::from(i), 0),
+                &[i; 80],
+            );
+        }
+        assert!(log.collect_up_to(1000));
+        assert_eq!(log.end_seq(), 10, "ten records of 100 bytes in the ring");
+        assert_eq!(log.pending_bytes(), 90 * 100);
+        log.collect();
+        let secs: Vec<u32> = sealed(&log)
+            .iter()
+            .flat_map(|b| {
+                records(&b.data, &b.side)
+                    .map(|r| r.ts.secs())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(secs, (0..100).collect::<Vec<_>>());
     }
 
     #[test]

@@ -235,12 +235,14 @@ impl Subscription {
         self.catch_up(&log);
         log.batches_from(self.cursor, &mut self.batches);
         let mut found = !self.batches.is_empty();
-        if !found && !log.closed {
+        if !found {
             let pending = log.pending_bytes();
             found = pending > 0;
             let due = found
                 && match take {
                     Take::Everything => true,
+                    // Closed: nothing more will come, nothing is held back.
+                    Take::DueAt(_) if log.closed => true,
                     Take::DueAt(now) => {
                         // Logged after the previous look at the earliest.
                         self.schedule
@@ -249,12 +251,21 @@ impl Subscription {
                     }
                 };
             if due {
-                shared.collect(&mut log);
+                // No more than half the backlog, so that nothing this output takes is
+                // evicted before it reads it; the rest waits in the rings.
+                let budget = log.backlog_bytes() / 2;
+                shared.collect_up_to(&mut log, budget);
                 self.catch_up(&log);
                 log.batches_from(self.cursor, &mut self.batches);
             }
         }
-        let ended = log.closed && self.cursor >= log.end_seq();
+        if self.batches.is_empty() {
+            // Records the rings could not take, after the last batch: a gap that no
+            // batch follows yet.
+            let kinds_to_end = log.kinds_to_end();
+            self.skip_to(log.end_seq(), &kinds_to_end);
+        }
+        let ended = log.closed && self.cursor >= log.end_seq() && log.pending_bytes() == 0;
         drop(log);
         if let Take::DueAt(now) = take {
             self.last_look = Some(now);

@@ -146,8 +146,9 @@ fn an_output_that_keeps_some_paths_counts_only_their_losses() {
         capture.log_packet(path, UNIX_EPOCH, &i.to_le_bytes().repeat(25));
     }
     capture.close();
-    let peer_file = support::parse(&drain(&mut peer_only));
+    // Read one to its end first: the other, behind it, loses the oldest records.
     let every_file = support::parse(&drain(&mut every_path));
+    let peer_file = support::parse(&drain(&mut peer_only));
     let peer_logged = (0..1000).filter(|i| peer(*i)).count() as u64;
     assert!(peer_only.dropped() > 0);
     assert_eq!(
@@ -473,4 +474,58 @@ fn threads_log_while_outputs_come_and_go() {
         reader.join().expect("a reader's checks failed");
     }
     assert_eq!(capture.num_outputs(), 0);
+}
+
+/// Logs a packet when its thread's locals are torn down.
+struct LogsOnExit(Capture);
+
+impl Drop for LogsOnExit {
+    fn drop(&mut self) {
+        log(&self.0, 9);
+    }
+}
+
+thread_local! {
+    static ON_EXIT: std::cell::RefCell<Option<LogsOnExit>> = const { std::cell::RefCell::new(None) };
+}
+
+#[test]
+fn a_record_lost_after_the_last_one_is_counted_and_the_stream_ends() {
+    let capture = Capture::new();
+    let mut output = capture.subscribe(Options::new().format(Format::Pcapng));
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut bytes = Vec::new();
+    let (logged, exit) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    let datapath = capture.clone();
+    let thread = std::thread::spawn(move || {
+        // Made before the thread's ring: torn down after it, so its record finds no
+        // ring to go to.
+        ON_EXIT.with_borrow_mut(|slot| *slot = Some(LogsOnExit(datapath.clone())));
+        log(&datapath, 1);
+        logged.0.send(()).unwrap();
+        let _ = exit.1.recv();
+    });
+    logged.1.recv().unwrap();
+    // The reader takes record 1 before the thread's last record is lost.
+    while let Poll::Ready(Some(b)) = output.poll_next(&mut cx) {
+        bytes.extend_from_slice(&b);
+    }
+    exit.0.send(()).unwrap();
+    thread.join().unwrap(); // waits for the thread's locals to be torn down
+    capture.close();
+    loop {
+        match output.poll_next(&mut cx) {
+            Poll::Ready(Some(b)) => bytes.extend_from_slice(&b),
+            Poll::Ready(None) => break,
+            Poll::Pending => panic!("closed, and the stream waits for more"),
+        }
+    }
+    let file = support::parse(&bytes);
+    assert_eq!(file.records.len(), 1);
+    assert_eq!(
+        output.dropped(),
+        1,
+        "the record logged at exit is counted lost"
+    );
+    assert_eq!(capture.num_outputs(), 0, "the stream ended");
 }
