@@ -541,6 +541,37 @@ mod tests {
     }
 
     #[test]
+    fn a_metadata_block_reads_back_beside_its_record() {
+        let mut log = Log::new(4096, 16384);
+        let (mut writer, reader) = ring(1, 1 << 20);
+        log.adopt(&mut vec![reader]);
+        let meta = [4u8, 100, 64, 0, 1];
+        let header = RecordHeader {
+            ts: Timestamp::new(7, 1_234_567),
+            clamped: false,
+            path: Path::FromPeer,
+            orig_len: 3,
+            kept_len: 3,
+            meta_len: meta.len() as u8,
+        };
+        writer
+            .try_write(&header.to_bytes(), &meta, &[1, 2, 3])
+            .unwrap();
+        write(&mut writer, Path::FromLocal, Timestamp::new(8, 0), &[9; 4]);
+        log.collect();
+        let batches = sealed(&log);
+        let read: Vec<_> = records(&batches[0].data, &batches[0].side).collect();
+        assert_eq!(
+            (read[0].meta, read[0].packet),
+            (&meta[..], &[1u8, 2, 3][..])
+        );
+        assert_eq!(read[0].ts, Timestamp::new(7, 1_234_567));
+        assert_eq!((read[1].meta, read[1].packet), (&[][..], &[9u8; 4][..]));
+        // The seed layout stays byte for byte: the metadata lives beside it.
+        assert_eq!(batches[0].data.len(), 2 * STORED_HEADER_LEN + 3 + 4);
+    }
+
+    #[test]
     fn rings_merge_in_time_order_each_keeping_its_own() {
         let mut log = Log::new(4096, 1 << 20);
         let (mut a, ra) = ring(1, 4096);
