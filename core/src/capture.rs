@@ -34,7 +34,8 @@ pub(crate) struct Shared {
     /// Records lost because a thread could not reach its ring (while its thread-local
     /// state was torn down), per path kind.
     lost_unringed: [AtomicU64; Path::KINDS],
-    /// Collections that took records: a datapath thread whose ring is full tells from
+    /// Collections that took records or counted losses: a datapath thread whose ring
+    /// is full tells from
     /// it whether readers are draining at all.
     collects: CachePadded<AtomicU64>,
     /// Wakes readers waiting for any record.
@@ -90,6 +91,10 @@ impl Shared {
         let mut new_rings = lock(&self.new_rings);
         log.adopt(&mut new_rings);
         drop(new_rings);
+        self.adopt_lost_unringed(log);
+    }
+
+    fn adopt_lost_unringed(&self, log: &mut Log) {
         let mut lost = [0; Path::KINDS];
         for (kind, counter) in self.lost_unringed.iter().enumerate() {
             lost[kind] = counter.swap(0, Ordering::Relaxed);
@@ -115,13 +120,21 @@ impl Shared {
         let Some(mut log) = try_lock(&self.log) else {
             return false;
         };
-        self.adopt_rings(&mut log);
+        // Rings registered since wait for a reader if their list is busy: the datapath
+        // never waits for that lock either.
+        if let Some(mut new_rings) = try_lock(&self.new_rings) {
+            log.adopt(&mut new_rings);
+        }
+        self.adopt_lost_unringed(&mut log);
         let collects = self.collects.load(Ordering::Relaxed);
         let readers_drain = std::mem::replace(collects_seen, collects) != collects;
         if readers_drain && !log.has_room(log.pending_bytes()) {
             return false;
         }
-        log.collect();
+        // Bounded, as a reader's collection is, so that a stalled output's backlog
+        // keeps the newest records this call takes.
+        let budget = log.backlog_bytes() / 2;
+        log.collect_up_to(budget);
         *collects_seen = self.collects.load(Ordering::Relaxed);
         true
     }
@@ -143,9 +156,12 @@ impl Shared {
 ///
 /// `log_packet` is the datapath's one call: with no output attached it reads one atomic
 /// word and returns; with outputs it copies the packet once into a ring of the calling
-/// thread's own and returns. It takes no lock, writes no memory another thread writes
-/// for each record, and never waits for a reader or for another datapath thread.
-/// Readers drain the threads' rings into a backlog shared by all outputs.
+/// thread's own and returns. It writes no memory another thread writes for each record
+/// and never waits for a reader or for another datapath thread: the only lock it may
+/// take, when its ring is full, it only tries. A thread's first record while someone
+/// listens makes its ring (an allocation of `ring_bytes`) and registers it, under a
+/// lock held only to push or take the list of new rings. Readers drain the threads'
+/// rings into a backlog shared by all outputs.
 ///
 /// Order: the records of one thread keep their order; records of different threads
 /// are merged by the time the caller passed, within each drain of the rings (readers
@@ -344,6 +360,8 @@ impl Capture {
     #[inline(never)]
     fn store(&self, path: Path, when: SystemTime, meta: &[u8], packet: &[u8]) {
         let shared = &*self.shared;
+        // `Path::Other(1)` is stored as 1 and read back as `FromPeer`: counted so too.
+        let path = Path::from(u16::from(path));
         let (ts, clamped) = Timestamp::from_system_time(when);
         let kept = &packet[..packet.len().min(MAX_STORED_PACKET)];
         let header = RecordHeader {
@@ -457,7 +475,8 @@ impl Capture {
     }
 
     /// Closes the capture: later packets are ignored, and every output's stream ends
-    /// once it has handed out what it holds.
+    /// once it has handed out what it and the threads' rings hold. A packet logged by
+    /// another thread while `close` runs may be left out without being counted.
     pub fn close(&self) {
         self.shared.hot.state.fetch_or(CLOSED, Ordering::AcqRel);
         // What the rings hold stays there for readers to drain at their pace: moved

@@ -1,7 +1,7 @@
 //! The shared backlog: records in the seed layout, in batches that readers clone.
 //!
-//! Datapath threads never come here on their own: they write into rings of their own
-//! ([`crate::ring`]). A reader that wants records *collects*: under the readers' lock
+//! Datapath threads write into rings of their own ([`crate::ring`]) and come here only
+//! when a ring is full and the lock is free. A reader that wants records *collects*: under the readers' lock
 //! it drains every ring, merging their records in time order, into batches in the seed
 //! layout, and seals them into a queue. Readers clone the handles of sealed batches and
 //! encode outside the lock. The queue holds at most `backlog` bytes: the oldest batch
@@ -104,8 +104,8 @@ pub(crate) fn records<'a>(
 }
 
 /// The backlog, under the readers' lock: the rings it drains, the batch it fills and
-/// the sealed batches. The datapath takes this lock only with `try_lock`, to drain its
-/// own ring when it found it full.
+/// the sealed batches. The datapath takes this lock only with `try_lock`, to drain the
+/// rings when it found its own full.
 #[derive(Debug)]
 pub(crate) struct Log {
     batch_bytes: usize,
@@ -359,6 +359,16 @@ impl Log {
         });
         self.count_lost(&late);
         self.sealed.end_seq != before
+    }
+
+    /// Counts what the rings lost since the last collection, without draining them: a
+    /// reader that finds no record must still see the losses behind the last one.
+    pub(crate) fn take_ring_losses(&mut self) {
+        let mut lost = [0; Path::KINDS];
+        for ring in &mut self.rings {
+            ring.take_losses(&mut lost);
+        }
+        self.count_lost(&lost);
     }
 
     /// Gives sequence numbers, and no bytes, to records the rings could not take.

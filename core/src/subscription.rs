@@ -262,6 +262,7 @@ impl Subscription {
         if self.batches.is_empty() {
             // Records the rings could not take, after the last batch: a gap that no
             // batch follows yet.
+            log.take_ring_losses();
             let kinds_to_end = log.kinds_to_end();
             self.skip_to(log.end_seq(), &kinds_to_end);
         }
