@@ -141,7 +141,9 @@ impl Shared {
 
     /// Drains the rings into the backlog; the caller holds the log's lock.
     pub(crate) fn collect(&self, log: &mut Log) {
-        self.collect_up_to(log, usize::MAX);
+        if log.collect() {
+            self.collects.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Drains at least `budget` bytes of the rings, if they hold that many.
