@@ -30,7 +30,11 @@ impl Running {
         W: AsyncWrite + Unpin + Send + 'static,
     {
         // Big enough that no output lags out of it: this measures throughput, not loss.
-        let capture = Capture::builder().backlog_bytes(64 << 20).build();
+        // The burst is kept whole only where the datapath thread's ring holds it too.
+        let capture = Capture::builder()
+            .backlog_bytes(64 << 20)
+            .ring_bytes(64 << 20)
+            .build();
         let subscriptions: Vec<_> = (0..outputs)
             .map(|_| capture.subscribe(Options::default()))
             .collect();
