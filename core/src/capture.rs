@@ -141,9 +141,7 @@ impl Shared {
 
     /// Drains the rings into the backlog; the caller holds the log's lock.
     pub(crate) fn collect(&self, log: &mut Log) {
-        if log.collect() {
-            self.collects.fetch_add(1, Ordering::Relaxed);
-        }
+        self.collect_up_to(log, usize::MAX);
     }
 
     /// Drains at least `budget` bytes of the rings, if they hold that many.
@@ -366,16 +364,16 @@ impl Capture {
         let path = Path::from(u16::from(path));
         let (ts, clamped) = Timestamp::from_system_time(when);
         let kept = &packet[..packet.len().min(MAX_STORED_PACKET)];
+        let meta = &meta[..meta.len().min(usize::from(u8::MAX))];
         let header = RecordHeader {
             ts,
             clamped,
             path,
             orig_len: crate::pcap::saturating_u32(packet.len()),
             kept_len: kept.len() as u32,
-            meta_len: meta.len().min(usize::from(u8::MAX)) as u8,
+            meta_len: meta.len() as u8,
         }
         .to_bytes();
-        let meta = &meta[..meta.len().min(usize::from(u8::MAX))];
         let written = ring::with_writer(
             shared.hot.id,
             || shared.register_ring(),
@@ -383,7 +381,7 @@ impl Capture {
                 if let Some(written) = writer.try_write(&header, meta, kept) {
                     return Some(written);
                 }
-                // Full: nobody drained this ring for a whole ring's worth of records.
+                // Full: readers did not drain this ring as fast as this thread logs.
                 if shared.collect_for_readers(writer.collects_seen()) {
                     if let Some(mut written) = writer.try_write(&header, meta, kept) {
                         written.wake_readers = true;

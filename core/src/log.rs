@@ -264,16 +264,17 @@ impl Log {
         out.extend(queue.range(start..).cloned());
     }
 
-    /// Drains every ring into sealed batches, merging the rings' records by time (each
-    /// ring keeps its own order; ties go to the ring registered first). Says whether
-    /// anything was sealed or counted lost.
+    /// [`Log::collect_up_to`] with no budget.
+    #[cfg(test)]
     pub(crate) fn collect(&mut self) -> bool {
         self.collect_up_to(usize::MAX)
     }
 
-    /// [`Log::collect`], stopping once at least `budget` bytes were taken from the
-    /// rings: a reader takes no more than the backlog holds, so that what it collects
-    /// is not evicted before it reads it; the rest waits in the rings.
+    /// Drains the rings into sealed batches, merging the rings' records by time (each
+    /// ring keeps its own order; ties go to the ring registered first), until at least
+    /// `budget` bytes were taken: a reader takes no more than the backlog holds, so that
+    /// what it collects is not evicted before it reads it; the rest waits in the rings.
+    /// Says whether anything was sealed or counted lost.
     pub(crate) fn collect_up_to(&mut self, budget: usize) -> bool {
         let before = self.sealed.end_seq;
         let mut lost = [0; Path::KINDS];
