@@ -9,7 +9,7 @@ use event_listener::Event;
 use crate::log::{lock, try_lock, Log, MAX_STORED_PACKET};
 use crate::ring::{self, RecordHeader, RingReader, RingWriter};
 use crate::signal::RecordSignal;
-use crate::{Error, Options, Path, Subscription, Timestamp};
+use crate::{meta, Error, Meta, Options, Path, Subscription, Timestamp};
 
 /// Bit of `Shared::state` set once the capture is closed; the rest counts outputs.
 const CLOSED: usize = 1 << (usize::BITS - 1);
@@ -355,6 +355,35 @@ impl Capture {
         self.store(path, when, &[], packet);
     }
 
+    /// [`Capture::log_packet`] for a packet with metadata: the addresses it had before
+    /// NAT. The same rules hold: it never waits, allocates nothing and stores nothing
+    /// when no output is attached; the metadata is stored with the record, and each
+    /// output writes it if its format holds it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use pcapcast_core::{Capture, Format, Meta, Options, Path};
+    ///
+    /// let capture = Capture::new();
+    /// let output = capture.subscribe(Options::new().format(Format::Tailscale));
+    /// // A packet a subnet router masqueraded: its source was 100.64.0.7:1000.
+    /// let meta = Meta::new().snat("100.64.0.7:1000".parse()?);
+    /// capture.log_packet_with(Path::FromLocal, SystemTime::now(), &[0x45; 20], &meta);
+    /// # Ok::<(), std::net::AddrParseError>(())
+    /// ```
+    #[inline(always)]
+    pub fn log_packet_with(&self, path: Path, when: SystemTime, packet: &[u8], meta: &Meta) {
+        let state = self.shared.hot.state.load(Ordering::Relaxed);
+        if state.wrapping_sub(1) >= CLOSED - 1 {
+            return;
+        }
+        let mut block = [0; meta::MAX_BLOCK];
+        let len = meta.encode(&mut block);
+        self.store(path, when, &block[..len], packet);
+    }
+
     /// The part of `log_packet` that runs when someone listens; kept out of line so the
     /// idle check inlines into the datapath.
     #[inline(never)]
@@ -364,7 +393,6 @@ impl Capture {
         let path = Path::from(u16::from(path));
         let (ts, clamped) = Timestamp::from_system_time(when);
         let kept = &packet[..packet.len().min(MAX_STORED_PACKET)];
-        let meta = &meta[..meta.len().min(usize::from(u8::MAX))];
         let header = RecordHeader {
             ts,
             clamped,

@@ -6,7 +6,7 @@ use bytes::BytesMut;
 
 use crate::pcap::{self, LINKTYPE_RAW, LINKTYPE_USER0, PATH_LEN};
 use crate::pcapng::{self, PacketMeta};
-use crate::{Format, Options, Path, Timestamp};
+use crate::{tailscale, Format, Meta, Options, Path, Timestamp};
 
 /// Encodes records for one output, into buffers the caller owns. Pure: no clock, no I/O.
 ///
@@ -61,7 +61,7 @@ impl Encoder {
     pub fn put_header(&self, out: &mut BytesMut) {
         let snaplen = self.options.get_snaplen();
         match self.options.get_format() {
-            Format::Pcap => {
+            Format::Pcap | Format::Tailscale => {
                 pcap::put_file_header(out, self.options.get_resolution(), snaplen, LINKTYPE_USER0)
             }
             Format::RawIp => {
@@ -99,11 +99,46 @@ impl Encoder {
         when: SystemTime,
         packet: &[u8],
     ) -> usize {
+        self.put_record_with(out, path, when, packet, &Meta::new())
+    }
+
+    /// [`Encoder::put_record`] for a packet with metadata, which the format writes if it
+    /// holds it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::UNIX_EPOCH;
+    /// use bytes::BytesMut;
+    /// use pcapcast_core::{Encoder, Format, Meta, Options, Path};
+    ///
+    /// let encoder = Encoder::new(Options::new().format(Format::Tailscale));
+    /// let meta = Meta::new().dnat("100.64.0.9:53".parse()?);
+    /// let mut out = BytesMut::new();
+    /// let n = encoder.put_record_with(&mut out, Path::FromPeer, UNIX_EPOCH, &[0x45; 20], &meta);
+    /// assert_eq!(n, 16 + 2 + 1 + 1 + 4 + 20);
+    /// # Ok::<(), std::net::AddrParseError>(())
+    /// ```
+    pub fn put_record_with(
+        &self,
+        out: &mut BytesMut,
+        path: Path,
+        when: SystemTime,
+        packet: &[u8],
+        meta: &Meta,
+    ) -> usize {
         if !self.writes(path) {
             return 0;
         }
         let (ts, _) = Timestamp::from_system_time(when);
-        self.put_stored(out, path, ts, packet, packet.len(), 0)
+        let stored = Stored {
+            path,
+            ts,
+            packet,
+            orig_len: packet.len(),
+            meta,
+        };
+        self.put_stored(out, &stored, 0)
     }
 
     /// Whether this output writes records of `path`: a path its options keep, and for
@@ -122,22 +157,24 @@ impl Encoder {
         self.options.get_format() != Format::RawIp || path.carries_ip()
     }
 
-    /// Appends one record of a packet of `orig_len` bytes of which `packet` was kept,
-    /// after `drops` records this output lost. Returns the bytes appended.
-    pub(crate) fn put_stored(
-        &self,
-        out: &mut BytesMut,
-        path: Path,
-        ts: Timestamp,
-        packet: &[u8],
-        orig_len: usize,
-        drops: u64,
-    ) -> usize {
+    /// Appends one record of a stored packet, after `drops` records this output lost.
+    /// Returns the bytes appended.
+    pub(crate) fn put_stored(&self, out: &mut BytesMut, stored: &Stored<'_>, drops: u64) -> usize {
         let snaplen = self.options.get_snaplen();
         let resolution = self.options.get_resolution();
+        let Stored {
+            path,
+            ts,
+            packet,
+            orig_len,
+            meta,
+        } = *stored;
         match self.options.get_format() {
             Format::Pcap => {
                 pcap::put_seed_record(out, resolution, snaplen, ts, path, packet, orig_len)
+            }
+            Format::Tailscale => {
+                tailscale::put_record(out, resolution, snaplen, ts, path, meta, packet, orig_len)
             }
             Format::RawIp => pcap::put_raw_record(out, resolution, snaplen, ts, packet, orig_len),
             Format::Pcapng => {
@@ -157,11 +194,22 @@ impl Encoder {
                     orig_len,
                     direction: path.direction(),
                     drops,
+                    nat: *meta,
                 };
                 pcapng::put_enhanced_packet(out, &meta, &[prefix, body])
             }
         }
     }
+}
+
+/// A packet as the log keeps it: `packet` is what was kept of `orig_len` bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stored<'a> {
+    pub(crate) path: Path,
+    pub(crate) ts: Timestamp,
+    pub(crate) packet: &'a [u8],
+    pub(crate) orig_len: usize,
+    pub(crate) meta: &'a Meta,
 }
 
 fn keeps_kind(options: &Options, kind: Path) -> bool {

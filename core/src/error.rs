@@ -16,7 +16,7 @@ pub enum Error {
         /// What was given.
         name: String,
     },
-    /// A format other than `pcap`, `raw` or `pcapng`.
+    /// A format other than `pcap`, `raw`, `pcapng` or `tailscale`.
     UnknownFormat {
         /// What was given.
         name: String,
@@ -65,7 +65,7 @@ impl fmt::Display for Error {
                 "unknown path {name:?}: use from-local, from-peer, synth-to-local, synth-to-peer, disco or a number from 0 to 65535"
             ),
             Self::UnknownFormat { name } => {
-                write!(f, "unknown format {name:?}: use pcap, raw or pcapng")
+                write!(f, "unknown format {name:?}: use pcap, raw, pcapng or tailscale")
             }
             Self::UnknownResolution { name } => {
                 write!(f, "unknown timestamp resolution {name:?}: use us or ns")

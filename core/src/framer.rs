@@ -269,7 +269,8 @@ fn malformed(reason: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Encoder, Format, Options, Path, Timestamp};
+    use crate::encoder::Stored;
+    use crate::{Encoder, Format, Meta, Options, Path, Timestamp};
 
     fn stream(format: Format, drops: u64) -> BytesMut {
         let encoder = Encoder::new(Options::new().format(format));
@@ -277,21 +278,26 @@ mod tests {
         encoder.put_header(&mut out);
         for i in 0..5u8 {
             let d = if i == 3 { drops } else { 0 };
-            encoder.put_stored(
-                &mut out,
-                Path::from(u16::from(i)),
-                Timestamp::new(1, 2),
-                &[i; 33],
-                33,
-                d,
-            );
+            let stored = Stored {
+                path: Path::from(u16::from(i)),
+                ts: Timestamp::new(1, 2),
+                packet: &[i; 33],
+                orig_len: 33,
+                meta: &Meta::new(),
+            };
+            encoder.put_stored(&mut out, &stored, d);
         }
         out
     }
 
     #[test]
     fn byte_by_byte_gives_whole_units() {
-        for format in [Format::Pcap, Format::RawIp, Format::Pcapng] {
+        for format in [
+            Format::Pcap,
+            Format::RawIp,
+            Format::Pcapng,
+            Format::Tailscale,
+        ] {
             let bytes = stream(format, 7);
             let mut framer = Framer::new();
             let mut units = Vec::new();

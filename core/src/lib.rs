@@ -43,12 +43,14 @@
 //! ```
 
 mod capture;
+pub mod disco;
 mod encoder;
 pub mod endpoint;
 mod error;
 mod flush;
 pub mod framer;
 mod log;
+mod meta;
 mod options;
 mod path;
 pub mod pcap;
@@ -56,12 +58,14 @@ pub mod pcapng;
 mod ring;
 mod signal;
 mod subscription;
+pub mod tailscale;
 mod time;
 
 pub use capture::{Builder, Capture, CaptureStats};
 pub use encoder::Encoder;
 pub use error::{Error, WriteError};
 pub use flush::FlushSchedule;
+pub use meta::Meta;
 pub use options::{Format, Options, DEFAULT_FLUSH_INTERVAL};
 pub use path::{Direction, Path};
 pub use pcap::TsResolution;

@@ -67,8 +67,7 @@ pub(crate) struct StoredRecord<'a> {
     pub(crate) ts: Timestamp,
     pub(crate) packet: &'a [u8],
     pub(crate) orig_len: usize,
-    /// The record's metadata block (empty for now: no caller logs metadata yet).
-    #[allow(dead_code)] // read by the formats that carry metadata, once they exist
+    /// The record's metadata block, as `Meta::encode` wrote it.
     pub(crate) meta: &'a [u8],
     /// The whole stored record, header included.
     pub(crate) raw: &'a [u8],

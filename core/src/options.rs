@@ -17,8 +17,13 @@ pub enum Format {
     /// Records of paths that do not carry IP (Disco, unnamed paths) are left out, as
     /// if the output did not keep those paths.
     RawIp,
-    /// pcapng: one interface per path, direction flags and drop counts.
+    /// pcapng: one interface per path, direction flags and drop counts; a record's
+    /// [`Meta`](crate::Meta) becomes its comment.
     Pcapng,
+    /// Tailscale's current framing: the seed file header, then records whose payload is
+    /// the path, the addresses before NAT and the packet (see [`crate::tailscale`]).
+    /// What Tailscale's own dissector reads today.
+    Tailscale,
 }
 
 impl Format {
@@ -28,13 +33,14 @@ impl Format {
             Self::Pcap => "pcap",
             Self::RawIp => "raw",
             Self::Pcapng => "pcapng",
+            Self::Tailscale => "tailscale",
         }
     }
 
     /// The media type of a stream in this format.
     pub fn media_type(self) -> &'static str {
         match self {
-            Self::Pcap | Self::RawIp => "application/vnd.tcpdump.pcap",
+            Self::Pcap | Self::RawIp | Self::Tailscale => "application/vnd.tcpdump.pcap",
             Self::Pcapng => "application/x-pcapng",
         }
     }
@@ -48,6 +54,7 @@ impl FromStr for Format {
             "pcap" => Ok(Self::Pcap),
             "raw" => Ok(Self::RawIp),
             "pcapng" => Ok(Self::Pcapng),
+            "tailscale" => Ok(Self::Tailscale),
             other => Err(Error::UnknownFormat {
                 name: other.to_owned(),
             }),

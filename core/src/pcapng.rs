@@ -4,7 +4,7 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::pcap::saturating_u32;
-use crate::{Direction, Timestamp};
+use crate::{Direction, Meta, Timestamp};
 
 /// Block type of a section header block.
 pub const SECTION_HEADER: u32 = 0x0A0D_0D0A;
@@ -16,6 +16,7 @@ pub const ENHANCED_PACKET: u32 = 0x0000_0006;
 pub const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 
 const OPT_END: u16 = 0;
+const OPT_COMMENT: u16 = 1;
 const SHB_USERAPPL: u16 = 4;
 const IF_NAME: u16 = 2;
 const IF_DESCRIPTION: u16 = 3;
@@ -83,6 +84,9 @@ pub struct PacketMeta {
     /// Packets this output lost since its previous record, written as `epb_dropcount`
     /// when not zero.
     pub drops: u64,
+    /// The addresses before NAT, written as `opt_comment` (`snat ADDR:PORT dnat
+    /// ADDR:PORT`) when any.
+    pub nat: Meta,
 }
 
 /// Appends an enhanced packet block holding `data` (already cut to the snaplen), with
@@ -111,7 +115,10 @@ pub fn put_enhanced_packet(out: &mut BytesMut, meta: &PacketMeta, data: &[&[u8]]
     if meta.drops > 0 {
         put_option(out, EPB_DROPCOUNT, &meta.drops.to_le_bytes());
     }
-    if meta.direction.is_some() || meta.drops > 0 {
+    if !meta.nat.is_empty() {
+        put_comment(out, &meta.nat);
+    }
+    if meta.direction.is_some() || meta.drops > 0 || !meta.nat.is_empty() {
         put_option(out, OPT_END, &[]);
     }
     end_block(out, start);
@@ -136,6 +143,19 @@ fn put_option(out: &mut BytesMut, code: u16, value: &[u8]) {
     out.put_u16_le(value.len() as u16);
     out.extend_from_slice(value);
     out.put_bytes(0, padding(value.len()));
+}
+
+/// Writes `text` as an `opt_comment` straight into `out`: no string in between.
+fn put_comment(out: &mut BytesMut, text: &dyn std::fmt::Display) {
+    use std::fmt::Write;
+    let start = out.len();
+    out.put_u16_le(OPT_COMMENT);
+    out.put_u16_le(0); // length, patched below
+                       // Writing into a `BytesMut` cannot fail.
+    let _ = write!(out, "{text}");
+    let len = out.len() - start - 4;
+    out[start + 2..start + 4].copy_from_slice(&(len as u16).to_le_bytes());
+    out.put_bytes(0, padding(len));
 }
 
 fn padding(len: usize) -> usize {
@@ -169,10 +189,27 @@ mod tests {
             orig_len: 9,
             direction: Some(Direction::Inbound),
             drops: 2,
+            nat: Meta::new(),
         };
         let n = put_enhanced_packet(&mut out, &meta, &[&[0x45], &[1, 2, 3, 4]]);
         assert_eq!(n, EPB_BYTES.len());
         assert_eq!(&out[..], &EPB_BYTES[..]);
+    }
+
+    #[test]
+    fn nat_is_a_padded_comment() {
+        let mut out = BytesMut::new();
+        let meta = PacketMeta {
+            nat: Meta::new().dnat("100.64.0.9:53".parse().unwrap()),
+            ..PacketMeta::default()
+        };
+        let n = put_enhanced_packet(&mut out, &meta, &[&[0x45]]);
+        let comment = b"dnat 100.64.0.9:53"; // 18 bytes, padded to 20
+        assert_eq!(&out[32..36], &[1, 0, 18, 0]);
+        assert_eq!(&out[36..54], comment);
+        assert_eq!(&out[54..56], &[0, 0]);
+        assert_eq!(&out[56..60], &[0, 0, 0, 0]); // end of options
+        assert_eq!(n, 64);
     }
 
     #[test]

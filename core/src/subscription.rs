@@ -14,9 +14,10 @@ use event_listener::EventListener;
 use futures_core::Stream;
 
 use crate::capture::Shared;
+use crate::encoder::Stored;
 use crate::log::{self, Batch, KindCounts, Log};
 use crate::pcap::RECORD_HEADER_LEN;
-use crate::{Encoder, FlushSchedule, Options, Path};
+use crate::{Encoder, FlushSchedule, Meta, Options, Path};
 
 /// Counters of one output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -383,14 +384,14 @@ impl Subscription {
             }
             self.end_run(batch, &mut run);
             let drops = std::mem::take(&mut self.unreported_drops);
-            self.encoder.put_stored(
-                &mut self.scratch,
-                record.path,
-                record.ts,
-                record.packet,
-                record.orig_len,
-                drops,
-            );
+            let stored = Stored {
+                path: record.path,
+                ts: record.ts,
+                packet: record.packet,
+                orig_len: record.orig_len,
+                meta: &Meta::decode(record.meta),
+            };
+            self.encoder.put_stored(&mut self.scratch, &stored, drops);
         }
         self.end_run(batch, &mut run);
         self.queue_scratch();

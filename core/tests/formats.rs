@@ -1,10 +1,11 @@
 //! Every format, for arbitrary packets, times, paths and options, reads back with
 //! pcap-parser and pcap-file as what was logged.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_lite::{future::block_on, StreamExt};
-use pcapcast_core::{Capture, Format, Options, Path, TsResolution};
+use pcapcast_core::{Capture, Format, Meta, Options, Path, TsResolution};
 use proptest::prelude::*;
 
 mod support;
@@ -14,6 +15,7 @@ struct Logged {
     path: Path,
     when: SystemTime,
     packet: Vec<u8>,
+    meta: Meta,
 }
 
 fn path() -> impl Strategy<Value = Path> {
@@ -42,12 +44,41 @@ fn packet() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+fn address() -> impl Strategy<Value = Option<SocketAddr>> {
+    prop_oneof![
+        Just(None),
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| Some((ip, port).into())),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| Some((ip, port).into())),
+    ]
+}
+
+fn meta() -> impl Strategy<Value = Meta> {
+    (address(), address()).prop_map(|(src, dst)| {
+        let meta = src.map_or(Meta::new(), |src| Meta::new().snat(src));
+        dst.map_or(meta, |dst| meta.dnat(dst))
+    })
+}
+
+/// An original address as Tailscale's framing writes it: its length, then its bytes.
+fn framed(addr: Option<SocketAddr>) -> Vec<u8> {
+    match addr.map(|a| a.ip()) {
+        None => vec![0],
+        Some(IpAddr::V4(ip)) => [&[4][..], &ip.octets()].concat(),
+        Some(IpAddr::V6(ip)) => [&[16][..], &ip.octets()].concat(),
+    }
+}
+
 fn options() -> impl Strategy<Value = Options> {
     let snaplen = prop_oneof![
         prop::sample::select(vec![1u32, 2, 3, 20, 1500, 65_535, 262_144]),
         1u32..=262_144,
     ];
-    let format = prop::sample::select(vec![Format::Pcap, Format::RawIp, Format::Pcapng]);
+    let format = prop::sample::select(vec![
+        Format::Pcap,
+        Format::RawIp,
+        Format::Pcapng,
+        Format::Tailscale,
+    ]);
     let resolution = prop::sample::select(vec![TsResolution::Micros, TsResolution::Nanos]);
     let paths = prop::collection::vec(path(), 0..3);
     (format, snaplen, resolution, paths).prop_map(|(f, s, r, p)| {
@@ -71,7 +102,7 @@ fn expected(options: &Options, logged: &Logged) -> support::Record {
     let snaplen = options.get_snaplen() as usize;
     let format = options.get_format();
     let tagged = match format {
-        Format::Pcap => true,
+        Format::Pcap | Format::Tailscale => true,
         Format::RawIp => false,
         Format::Pcapng => !logged.path.carries_ip(),
     };
@@ -80,18 +111,42 @@ fn expected(options: &Options, logged: &Logged) -> support::Record {
         _ => sub_nanos / 1000 * 1000,
     };
     let len = logged.packet.len();
+    // What follows the path: Tailscale's two addresses, then the packet.
+    let prefix = if format == Format::Tailscale {
+        [
+            framed(logged.meta.original_src()),
+            framed(logged.meta.original_dst()),
+        ]
+        .concat()
+    } else {
+        Vec::new()
+    };
+    let tail = [&prefix[..], &logged.packet].concat();
     let (incl_len, kept) = if tagged {
-        let incl = (len + 2).min(snaplen);
+        let incl = (tail.len() + 2).min(snaplen);
         (incl, incl.saturating_sub(2))
     } else {
         (len.min(snaplen), len.min(snaplen))
     };
+    let whole_prefix = format == Format::Tailscale && kept >= prefix.len();
+    let (nat, packet, orig_len) = if whole_prefix {
+        let (src, dst) = prefix.split_at(usize::from(prefix[0]) + 1);
+        (
+            Some((src[1..].to_vec(), dst[1..].to_vec())),
+            tail[prefix.len()..kept].to_vec(),
+            len,
+        )
+    } else {
+        (None, tail[..kept].to_vec(), len + prefix.len())
+    };
+    let comment =
+        (format == Format::Pcapng && !logged.meta.is_empty()).then(|| logged.meta.to_string());
     support::Record {
         path: (tagged && incl_len >= 2).then(|| u16::from(logged.path)),
         secs,
         nanos,
-        packet: logged.packet[..kept].to_vec(),
-        orig_len: len,
+        packet,
+        orig_len,
         incl_len,
         interface: (format == Format::Pcapng).then(|| logged.path.name().to_owned()),
         direction: if format == Format::Pcapng {
@@ -103,6 +158,8 @@ fn expected(options: &Options, logged: &Logged) -> support::Record {
             None
         },
         drops: 0,
+        nat,
+        comment,
     }
 }
 
@@ -120,21 +177,25 @@ proptest! {
     #[test]
     fn every_format_reads_back_as_logged(
         outputs in prop::collection::vec(options(), 1..4),
-        packets in prop::collection::vec((path(), when(), packet()), 0..10),
+        packets in prop::collection::vec((path(), when(), packet(), meta()), 0..10),
     ) {
         let capture = Capture::new();
         let mut subscriptions: Vec<_> = outputs.iter().map(|o| capture.subscribe(o.clone())).collect();
         let logged: Vec<Logged> = packets
             .into_iter()
-            .map(|(path, when, packet)| Logged { path, when, packet })
+            .map(|(path, when, packet, meta)| Logged { path, when, packet, meta })
             .collect();
         for l in &logged {
-            capture.log_packet(l.path, l.when, &l.packet);
+            capture.log_packet_with(l.path, l.when, &l.packet, &l.meta);
         }
         capture.close();
         for (options, subscription) in outputs.iter().zip(&mut subscriptions) {
             let bytes = drain(subscription);
-            let file = support::parse(&bytes);
+            let framing = match options.get_format() {
+                Format::Tailscale => support::Framing::Tailscale,
+                _ => support::Framing::Seed,
+            };
+            let file = support::parse_as(&bytes, framing);
             let want: Vec<_> = logged
                 .iter()
                 .filter(|l| options.keeps(l.path))
@@ -146,7 +207,7 @@ proptest! {
                 prop_assert_eq!(file.snaplen, Some(options.get_snaplen()));
                 prop_assert_eq!(file.nanos, options.get_resolution() == TsResolution::Nanos);
             }
-            let other = support::parse_with_pcap_file(&bytes);
+            let other = support::parse_with_pcap_file_as(&bytes, framing);
             prop_assert_eq!(&other.records, &file.records);
         }
     }

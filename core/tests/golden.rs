@@ -1,9 +1,11 @@
-//! The default output is byte for byte what the Go original wrote.
+//! The default output is byte for byte what the Go original wrote, and
+//! `Format::Tailscale` what Tailscale's current Go code writes.
 
+use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use futures_lite::{future::block_on, StreamExt};
-use pcapcast_core::{Capture, Encoder, Options, Path};
+use pcapcast_core::{Capture, Encoder, Format, Meta, Options, Path};
 
 mod support;
 
@@ -98,4 +100,97 @@ fn golden_file_parses_with_both_readers() {
         assert_eq!(record.path, Some(u16::from(input.path)));
         assert_eq!(record.packet, input.data);
     }
+}
+
+/// The inputs of `tailscale-basic.json`, with their metadata.
+fn tailscale_inputs() -> Vec<(Input, Meta)> {
+    let text = std::fs::read_to_string(golden_dir().join("tailscale-basic.json"))
+        .expect("tailscale-basic.json");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|input| {
+            let m = &input["meta"];
+            let addr = |key: &str| m[key].as_str().map(|a| a.parse::<SocketAddr>().unwrap());
+            let mut meta = Meta::new();
+            if m["did_snat"].as_bool().unwrap() {
+                meta = meta.snat(addr("original_src").unwrap());
+            }
+            if m["did_dnat"].as_bool().unwrap() {
+                meta = meta.dnat(addr("original_dst").unwrap());
+            }
+            let data = hex(input["packet_hex"].as_str().unwrap());
+            assert_eq!(data.len() as u64, input["packet_len"].as_u64().unwrap());
+            let input = Input {
+                path: Path::from(input["path"].as_u64().unwrap() as u16),
+                when: UNIX_EPOCH
+                    + Duration::new(
+                        input["unix_seconds"].as_u64().unwrap(),
+                        input["nanoseconds"].as_u64().unwrap() as u32,
+                    ),
+                data,
+            };
+            (input, meta)
+        })
+        .collect()
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn tailscale_golden_bytes() -> Vec<u8> {
+    std::fs::read(golden_dir().join("tailscale-basic.pcap")).expect("tailscale-basic.pcap")
+}
+
+#[test]
+fn tailscale_format_equals_tailscales_current_code() {
+    let capture = Capture::new();
+    let mut output = capture.subscribe(Options::new().format(Format::Tailscale));
+    for (input, meta) in tailscale_inputs() {
+        capture.log_packet_with(input.path, input.when, &input.data, &meta);
+    }
+    capture.close();
+    let mut file = Vec::new();
+    while let Some(bytes) = block_on(output.next()) {
+        file.extend_from_slice(&bytes);
+    }
+    assert_eq!(file, tailscale_golden_bytes());
+
+    let encoder = Encoder::new(Options::new().format(Format::Tailscale));
+    let mut out = bytes::BytesMut::new();
+    encoder.put_header(&mut out);
+    for (input, meta) in tailscale_inputs() {
+        encoder.put_record_with(&mut out, input.path, input.when, &input.data, &meta);
+    }
+    assert_eq!(&out[..], &tailscale_golden_bytes()[..]);
+}
+
+#[test]
+fn the_seed_format_leaves_metadata_out() {
+    let capture = Capture::new();
+    let mut with = capture.subscribe(Options::default());
+    for (input, meta) in tailscale_inputs() {
+        capture.log_packet_with(input.path, input.when, &input.data, &meta);
+    }
+    let without = Capture::new();
+    let mut plain = without.subscribe(Options::default());
+    for (input, _) in tailscale_inputs() {
+        without.log_packet(input.path, input.when, &input.data);
+    }
+    capture.close();
+    without.close();
+    let drain = |output: &mut pcapcast_core::Subscription| {
+        let mut file = Vec::new();
+        while let Some(bytes) = block_on(output.next()) {
+            file.extend_from_slice(&bytes);
+        }
+        file
+    };
+    assert_eq!(drain(&mut with), drain(&mut plain));
 }

@@ -27,6 +27,24 @@ pub struct Record {
     pub direction: Option<u32>,
     /// pcapng's `epb_dropcount`, 0 when absent.
     pub drops: u64,
+    /// Tailscale's framing only: the address bytes before SNAT and before DNAT (empty
+    /// when none), when the record holds its whole prefix.
+    pub nat: Option<Nat>,
+    /// pcapng's `opt_comment`.
+    pub comment: Option<String>,
+}
+
+/// The address bytes before SNAT and before DNAT (empty when none).
+pub type Nat = (Vec<u8>, Vec<u8>);
+
+/// How the payload of a `LINKTYPE_USER0` record is laid out: the two framings share
+/// their file header, so the reader has to be told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// The path, then the packet.
+    Seed,
+    /// The path, `snat_len` and address, `dnat_len` and address, then the packet.
+    Tailscale,
 }
 
 /// What a file says besides its records.
@@ -47,6 +65,11 @@ const USER0: i32 = 147;
 /// Parses a pcap or pcapng byte stream with pcap-parser; panics on any error, a cut
 /// record included.
 pub fn parse(bytes: &[u8]) -> File {
+    parse_as(bytes, Framing::Seed)
+}
+
+/// [`parse`] with `USER0` records read in `framing`.
+pub fn parse_as(bytes: &[u8], framing: Framing) -> File {
     let mut reader = pcap_parser::create_reader(1 << 20, bytes).expect("a capture header");
     let mut file = File::default();
     let mut interfaces: Vec<(i32, String)> = Vec::new();
@@ -65,7 +88,7 @@ pub fn parse(bytes: &[u8]) -> File {
                         } else {
                             b.ts_usec * 1000
                         };
-                        let user0 = file.linktype == Some(USER0);
+                        let user0 = (file.linktype == Some(USER0)).then_some(framing);
                         file.records.push(record(
                             user0,
                             b.ts_sec,
@@ -90,7 +113,7 @@ pub fn parse(bytes: &[u8]) -> File {
                         let (linktype, name) = interfaces[epb.if_id as usize].clone();
                         let ts = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                         let mut rec = record(
-                            linktype == USER0,
+                            (linktype == USER0).then_some(Framing::Seed),
                             (ts / 1_000_000_000) as u32,
                             (ts % 1_000_000_000) as u32,
                             &epb.data[..epb.caplen as usize],
@@ -105,6 +128,7 @@ pub fn parse(bytes: &[u8]) -> File {
                                         Some(u32::from_le_bytes(v.try_into().unwrap()) & 3)
                                 }
                                 4 => rec.drops = u64::from_le_bytes(v.try_into().unwrap()),
+                                1 => rec.comment = Some(String::from_utf8(v.to_vec()).unwrap()),
                                 _ => {}
                             }
                         }
@@ -129,16 +153,23 @@ pub fn parse(bytes: &[u8]) -> File {
     file
 }
 
-fn record(user0: bool, secs: u32, nanos: u32, data: &[u8], orig: usize) -> Record {
-    let (path, packet, orig_len) = if user0 {
-        let path = (data.len() >= 2).then(|| u16::from_le_bytes([data[0], data[1]]));
-        (
-            path,
-            data.get(2..).unwrap_or(&[]).to_vec(),
-            orig.saturating_sub(2),
-        )
-    } else {
-        (None, data.to_vec(), orig)
+fn record(user0: Option<Framing>, secs: u32, nanos: u32, data: &[u8], orig: usize) -> Record {
+    let mut nat = None;
+    let (path, packet, orig_len) = match user0 {
+        None => (None, data.to_vec(), orig),
+        Some(framing) => {
+            let path = (data.len() >= 2).then(|| u16::from_le_bytes([data[0], data[1]]));
+            let mut rest = data.get(2..).unwrap_or(&[]);
+            let mut orig_len = orig.saturating_sub(2);
+            if framing == Framing::Tailscale {
+                if let Some((addresses, after)) = tailscale_prefix(rest) {
+                    orig_len = orig_len.saturating_sub(rest.len() - after.len());
+                    rest = after;
+                    nat = Some(addresses);
+                }
+            }
+            (path, rest.to_vec(), orig_len)
+        }
     };
     Record {
         path,
@@ -150,20 +181,36 @@ fn record(user0: bool, secs: u32, nanos: u32, data: &[u8], orig: usize) -> Recor
         interface: None,
         direction: None,
         drops: 0,
+        nat,
+        comment: None,
     }
+}
+
+/// The two addresses of Tailscale's prefix and what follows it, if all of it is there.
+fn tailscale_prefix(bytes: &[u8]) -> Option<(Nat, &[u8])> {
+    let (&snat_len, rest) = bytes.split_first()?;
+    let (snat, rest) = rest.split_at_checked(usize::from(snat_len))?;
+    let (&dnat_len, rest) = rest.split_first()?;
+    let (dnat, rest) = rest.split_at_checked(usize::from(dnat_len))?;
+    Some(((snat.to_vec(), dnat.to_vec()), rest))
 }
 
 /// Parses with pcap-file, the second, independent reader; returns the same form.
 pub fn parse_with_pcap_file(bytes: &[u8]) -> File {
+    parse_with_pcap_file_as(bytes, Framing::Seed)
+}
+
+/// [`parse_with_pcap_file`] with `USER0` records read in `framing`.
+pub fn parse_with_pcap_file_as(bytes: &[u8], framing: Framing) -> File {
     if bytes.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {
         return parse_ng_with_pcap_file(bytes);
     }
     let mut reader = pcap_file::pcap::PcapReader::new(bytes).expect("pcap header");
     let header = reader.header();
     let nanos = header.ts_resolution == pcap_file::TsResolution::NanoSecond;
-    let user0 = header.datalink == pcap_file::DataLink::USER0;
+    let user0 = (header.datalink == pcap_file::DataLink::USER0).then_some(framing);
     let mut file = File {
-        linktype: Some(if user0 { USER0 } else { 101 }),
+        linktype: Some(if user0.is_some() { USER0 } else { 101 }),
         snaplen: Some(header.snaplen),
         nanos,
         records: Vec::new(),
@@ -192,7 +239,7 @@ fn parse_ng_with_pcap_file(bytes: &[u8]) -> File {
                     _ => None,
                 });
                 interfaces.push((
-                    idb.linktype == pcap_file::DataLink::USER0,
+                    (idb.linktype == pcap_file::DataLink::USER0).then_some(Framing::Seed),
                     name.unwrap_or_default(),
                 ));
             }
@@ -211,6 +258,7 @@ fn parse_ng_with_pcap_file(bytes: &[u8]) -> File {
                     match o {
                         EnhancedPacketOption::Flags(f) => rec.direction = Some(f & 3),
                         EnhancedPacketOption::DropCount(d) => rec.drops = *d,
+                        EnhancedPacketOption::Comment(c) => rec.comment = Some(c.to_string()),
                         _ => {}
                     }
                 }
