@@ -8,7 +8,7 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::Ordering;
 
 use pcapcast_core::endpoint::to_query;
-use pcapcast_core::Options;
+use pcapcast_core::{Format, Options};
 
 use crate::capture::stop_signals;
 use crate::client::{self, Ask, Event, Next};
@@ -18,6 +18,12 @@ use crate::RuntimeKind;
 
 /// The interface pcapcast offers.
 const INTERFACE: &str = "pcapcast";
+/// The formats the extcap offers: its `--format` values, what Wireshark shows, the default.
+const FORMATS: [(&str, &str, bool); 3] = [
+    ("pcap", "pcapcast seed format (Tailscale before 2023)", true),
+    ("tailscale", "Tailscale's current framing, with the addresses before NAT", false),
+    ("pcapng", "pcapng: one interface per path, NAT as comments", false),
+];
 /// Where Debian's Wireshark looks for extcaps, if `tshark -G folders` cannot say.
 const DEFAULT_EXTCAP_DIR: &str = "/usr/lib/x86_64-linux-gnu/wireshark/extcap";
 
@@ -80,6 +86,12 @@ pub fn run(args: &[String]) -> ExitCode {
         println!(
             "arg {{number=1}}{{call=--token}}{{display=Bearer token (TCP only)}}{{type=password}}"
         );
+        println!(
+            "arg {{number=2}}{{call=--format}}{{display=Format}}{{type=selector}}{{tooltip=How each record is framed}}"
+        );
+        for (value, display, default) in FORMATS {
+            println!("value {{arg=2}}{{value={value}}}{{display={display}}}{{default={default}}}");
+        }
         return ExitCode::SUCCESS;
     }
     if has(args, "--capture") {
@@ -106,9 +118,13 @@ fn capture(args: &[String]) -> Result<(), String> {
         Some(text) => text.parse::<Target>()?,
         None => Target::Unix(default_socket()),
     };
+    let format = match value_of(args, "--format").filter(|v| !v.is_empty()) {
+        Some(name) => name.parse::<Format>().map_err(|e| e.to_string())?,
+        None => Format::Pcap,
+    };
     let ask = Ask {
         target,
-        query: to_query(&Options::default()),
+        query: to_query(&Options::new().format(format)),
         token: value_of(args, "--token")
             .filter(|t| !t.is_empty())
             .map(str::to_owned),

@@ -68,7 +68,9 @@ pub enum RuntimeKind {
 /// The options that choose what a capture holds.
 #[derive(Clone, Debug, Args)]
 pub struct FormatArgs {
-    /// File format: pcap (the Go original's, with the path), raw (bare IP) or pcapng.
+    /// File format: pcap (the Go original's, with the path), tailscale (Tailscale's
+    /// current framing: the path and the addresses before NAT), raw (bare IP) or pcapng
+    /// (NAT addresses as comments).
     #[arg(long, default_value = "pcap", value_parser = parse_format)]
     format: Format,
     /// Bytes kept of each packet (1 to 262144).

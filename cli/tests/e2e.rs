@@ -215,9 +215,23 @@ fn pcapng_marks_interfaces_and_directions(runtime: &str) {
     );
     let rows = tshark_fields(
         &file,
-        &["frame.interface_name", "frame.packet_flags_direction"],
+        &[
+            "frame.interface_name",
+            "frame.packet_flags_direction",
+            "frame.comment",
+        ],
     );
     assert_eq!(rows.len(), 60);
+    // The demo's NATed DNS flows carry the addresses before NAT as comments.
+    let comments: Vec<&str> = rows
+        .iter()
+        .map(|r| r[2].as_str())
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert!(
+        comments.contains(&"dnat 100.64.0.53:53") && comments.contains(&"snat 100.64.0.1:53"),
+        "{runtime}: comments {comments:?}"
+    );
     for row in &rows {
         let expected = match row[0].as_str() {
             "from-local" | "synth-to-peer" => "2",
@@ -234,6 +248,94 @@ fn pcapng_marks_interfaces_and_directions(runtime: &str) {
         };
         assert_eq!(direction, expected, "{runtime}: direction of {}", row[0]);
     }
+}
+
+fn tailscale_format_decodes_nat_and_disco(runtime: &str) {
+    let dir = temp_dir("tailscale");
+    let demo = Demo::start(runtime, &dir, &[]);
+    let file = dir.join("demo-tailscale.pcap");
+    let out = pcapcast(&[
+        "capture",
+        "--runtime",
+        runtime,
+        "--connect",
+        &demo.connect(),
+        "--format",
+        "tailscale",
+        "-c",
+        "150",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = tshark_fields(
+        &file,
+        &[
+            "pcapcast.path_name",
+            "pcapcast.framing",
+            "pcapcast.snat_ip",
+            "pcapcast.dnat_ip",
+            "pcapcast.snat_ipv6",
+            "pcapcast.dnat_ipv6",
+            "pcapcast.disco.derp",
+            "pcapcast.disco.type",
+            "pcapcast.disco.src_ip",
+            "pcapcast.disco.src_ipv6",
+            "udp.checksum.status",
+            "_ws.malformed",
+        ],
+    );
+    assert_eq!(rows.len(), 150, "{runtime}");
+    let column = |i: usize| rows.iter().map(move |r| r[i].as_str());
+    let mut names: Vec<&str> = column(0).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(
+        names,
+        [
+            "Disco",
+            "FromLocal",
+            "FromPeer",
+            "SynthesizedToLocal",
+            "SynthesizedToPeer"
+        ]
+    );
+    assert!(column(1).all(|f| f == "tailscale"), "every record's framing");
+    assert!(column(2).any(|a| a == "100.64.0.1"), "SNAT, IPv4");
+    assert!(column(3).any(|a| a == "100.64.0.53"), "DNAT, IPv4");
+    assert!(column(4).any(|a| a == "fd7a:115c:a1e0::1"), "SNAT, IPv6");
+    assert!(column(5).any(|a| a == "fd7a:115c:a1e0::35"), "DNAT, IPv6");
+    let disco: Vec<(&str, &str, &str, &str)> = rows
+        .iter()
+        .filter(|r| r[0] == "Disco")
+        .map(|r| (r[6].as_str(), r[7].as_str(), r[8].as_str(), r[9].as_str()))
+        .collect();
+    let through_derp = |d: &str| d == "1" || d == "True";
+    assert!(
+        disco
+            .iter()
+            .any(|d| through_derp(d.0) && d.1 == "1" && d.2 == "127.3.3.40"),
+        "a ping through DERP: {disco:?}"
+    );
+    assert!(
+        disco
+            .iter()
+            .any(|d| !through_derp(d.0) && d.1 == "1" && d.2 == "203.0.113.2"),
+        "a direct ping: {disco:?}"
+    );
+    assert!(
+        disco
+            .iter()
+            .any(|d| !through_derp(d.0) && d.1 == "2" && d.3 == "2001:db8::2"),
+        "a direct pong over IPv6: {disco:?}"
+    );
+    let udp: Vec<&str> = column(10).filter(|s| !s.is_empty()).collect();
+    assert!(udp.iter().all(|s| *s == "1"), "UDP checksums good after NAT");
+    assert!(column(11).all(str::is_empty), "malformed packets");
 }
 
 fn a_lagging_reader_sees_its_drops(runtime: &str) {
@@ -525,6 +627,7 @@ macro_rules! on_both_runtimes {
 on_both_runtimes!(
     demo_capture_decodes_with_the_dissector,
     pcapng_marks_interfaces_and_directions,
+    tailscale_format_decodes_nat_and_disco,
     a_lagging_reader_sees_its_drops,
     stdout_pipes_into_tshark,
     sigint_leaves_a_whole_file,
@@ -614,6 +717,40 @@ fn the_extcap_lists_and_captures_a_running_daemon() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&gone.stderr).contains("no daemon listens"));
+}
+
+#[test]
+fn the_extcap_offers_and_streams_the_tailscale_framing() {
+    let config = pcapcast(&["--extcap-interface", "pcapcast", "--extcap-config"]);
+    assert!(config.status.success());
+    let listed = String::from_utf8_lossy(&config.stdout);
+    for value in ["pcap", "tailscale", "pcapng"] {
+        assert!(
+            listed.contains(&format!("{{value={value}}}")),
+            "--extcap-config offers {value}: {listed}"
+        );
+    }
+
+    let dir = temp_dir("extcap-tailscale");
+    let demo = Demo::start("smol", &dir, &[]);
+    // Wireshark hands the extcap a fifo; a plain file it opens the same way.
+    let fifo = dir.join("fifo.pcap");
+    std::fs::write(&fifo, b"").unwrap();
+    let mut extcap = Command::new(PCAPCAST)
+        .args(["--capture", "--extcap-interface", "pcapcast", "--fifo"])
+        .arg(&fifo)
+        .args(["--connect", &demo.connect(), "--format", "tailscale"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::fs::metadata(&fifo).is_ok_and(|m| m.len() > 2_000)
+    }));
+    stop(&mut extcap);
+    let rows = tshark_fields(&fifo, &["pcapcast.framing", "pcapcast.dnat_ip"]);
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r[0] == "tailscale"), "{rows:?}");
+    assert!(rows.iter().any(|r| r[1] == "100.64.0.53"));
 }
 
 #[test]

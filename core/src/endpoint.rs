@@ -234,7 +234,7 @@ fn bearer_matches(authorization: &str, token: &str) -> bool {
     diff == 0
 }
 
-/// Parses capture options from a query string: `format=pcap|pcapng|raw`, `snaplen=N`,
+/// Parses capture options from a query string: `format=pcap|pcapng|raw|tailscale`, `snaplen=N`,
 /// `paths=NAME,NAME,...`, `resolution=us|ns`. Each at most once; nothing else.
 ///
 /// # Errors
@@ -430,6 +430,21 @@ mod tests {
             parse_query("format=%70cap").unwrap().get_format(),
             Format::Pcap
         );
+    }
+
+    #[test]
+    fn every_format_has_its_query_name() {
+        for format in [
+            Format::Pcap,
+            Format::RawIp,
+            Format::Pcapng,
+            Format::Tailscale,
+        ] {
+            let query = format!("format={}", format.name());
+            assert_eq!(parse_query(&query).unwrap().get_format(), format);
+            let options = Options::new().format(format);
+            assert_eq!(parse_query(&to_query(&options)).unwrap(), options);
+        }
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The two hosts at the ends of the demo datapath, and the exchanges between them:
-//! IPv4 and IPv6 UDP, a TCP connection, ICMP echo to the datapath's service address
-//! from both sides, and discovery frames.
+//! IPv4 and IPv6 UDP (some of it through NAT), a TCP connection, ICMP echo to the
+//! datapath's service address from both sides, and discovery frames.
 
 use etherparse::PacketBuilder;
 
 use super::datapath::{
-    build, Datapath, Delivery, LOCAL_V4, LOCAL_V6, PEER_V4, PEER_V6, SERVICE_V4, SERVICE_V6,
+    build, Datapath, Delivery, DNS_VIP_V4, DNS_VIP_V6, LOCAL_V4, LOCAL_V6, PEER_V4, PEER_V6,
+    SERVICE_V4, SERVICE_V6,
 };
 
 /// Runs one round of exchanges through `datapath`; returns the packets logged.
@@ -54,6 +55,33 @@ pub fn round(datapath: &Datapath, n: u64) -> usize {
         Side::Peer,
         build(v6(peer6, local6).udp(53, port), &dns_answer(id ^ 0x8000)),
     );
+
+    // The peer asks the local host's DNS service at its public address: the datapath
+    // DNATs the query to the local host and SNATs the answer back.
+    send(
+        Side::Peer,
+        build(
+            v4(peer, DNS_VIP_V4.octets()).udp(port, 53),
+            &dns_query(id ^ 0x4000),
+        ),
+    );
+    send(
+        Side::Local,
+        build(v4(local, peer).udp(53, port), &dns_answer(id ^ 0x4000)),
+    );
+    if n % 2 == 1 {
+        send(
+            Side::Peer,
+            build(
+                v6(peer6, DNS_VIP_V6.octets()).udp(port, 53),
+                &dns_query(id ^ 0xC000),
+            ),
+        );
+        send(
+            Side::Local,
+            build(v6(local6, peer6).udp(53, port), &dns_answer(id ^ 0xC000)),
+        );
+    }
 
     // The local host pings the datapath's service address: the datapath answers.
     send(
@@ -116,8 +144,7 @@ pub fn round(datapath: &Datapath, n: u64) -> usize {
     );
 
     if n % 4 == 0 {
-        datapath.disco_ping(n);
-        logged += 1;
+        logged += datapath.disco_exchange(n);
     }
     logged
 }
@@ -157,7 +184,9 @@ mod tests {
     use std::time::SystemTime;
 
     use futures_lite::{future::block_on, StreamExt};
-    use pcapcast_core::{framer::Framer, Capture, Options};
+    use pcapcast_core::disco::DiscoFrame;
+    use pcapcast_core::framer::{Framer, Unit};
+    use pcapcast_core::{Capture, Format, Options};
 
     use super::*;
 
@@ -186,5 +215,85 @@ mod tests {
         }
         assert_eq!(packets, logged);
         assert_eq!(paths.keys().copied().collect::<Vec<_>>(), [0, 1, 2, 3, 254]);
+    }
+
+    /// The Tailscale-framed records of rounds `0..rounds`: path, the prefix after the
+    /// path, and the payload.
+    fn tailscale_records(rounds: u64) -> Vec<(u16, Vec<u8>, Vec<u8>)> {
+        let capture = Capture::new();
+        let mut output = capture.subscribe(Options::new().format(Format::Tailscale));
+        let datapath = Datapath::new(capture.clone(), SystemTime::now);
+        for n in 0..rounds {
+            round(&datapath, n);
+        }
+        capture.close();
+        let mut framer = Framer::new();
+        while let Some(bytes) = block_on(output.next()) {
+            framer.push(&bytes);
+        }
+        let mut records = Vec::new();
+        while let Some(unit) = framer.next_unit().unwrap() {
+            if let Unit::Packet { bytes, .. } = unit {
+                let path = u16::from_le_bytes([bytes[16], bytes[17]]);
+                let snat = usize::from(bytes[18]);
+                let dnat = usize::from(bytes[19 + snat]);
+                let end = 20 + snat + dnat;
+                records.push((path, bytes[18..end].to_vec(), bytes[end..].to_vec()));
+            }
+        }
+        records
+    }
+
+    #[test]
+    fn nat_flows_log_the_addresses_before_nat() {
+        let records = tailscale_records(2);
+        let vip4 = [&[0, 4][..], &DNS_VIP_V4.octets()].concat();
+        let vip6 = [&[0, 16][..], &DNS_VIP_V6.octets()].concat();
+        let local4 = [&[4][..], &LOCAL_V4.octets(), &[0]].concat();
+        let local6 = [&[16][..], &LOCAL_V6.octets(), &[0]].concat();
+        for (path, prefix) in [(1, &vip4), (1, &vip6), (0, &local4), (0, &local6)] {
+            let (_, _, packet) = records
+                .iter()
+                .find(|(p, pre, _)| *p == path && pre == prefix)
+                .unwrap_or_else(|| panic!("path {path} with {prefix:?}"));
+            // What the datapath logs is the packet after NAT, with good checksums.
+            let sliced = etherparse::SlicedPacket::from_ip(packet).expect("an IP packet");
+            let Some(etherparse::TransportSlice::Udp(udp)) = sliced.transport else {
+                panic!("UDP");
+            };
+            let ports = (udp.source_port(), udp.destination_port());
+            assert!(ports.0 == 53 || ports.1 == 53, "{ports:?}");
+        }
+        let plain = records.iter().filter(|(_, pre, _)| pre == &[0, 0]).count();
+        assert!(plain > records.len() / 2, "most packets go through no NAT");
+    }
+
+    #[test]
+    fn disco_frames_carry_pings_and_pongs_direct_and_through_derp() {
+        let frames: Vec<_> = tailscale_records(8)
+            .into_iter()
+            .filter(|(path, _, _)| *path == 254)
+            .map(|(_, prefix, frame)| {
+                assert_eq!(prefix, [0, 0]);
+                frame
+            })
+            .collect();
+        let parsed: Vec<_> = frames
+            .iter()
+            .map(|f| DiscoFrame::parse(f).expect("a disco frame"))
+            .collect();
+        let kinds: Vec<(u8, bool)> = parsed
+            .iter()
+            .map(|f| (f.message[0], f.derp_key.is_some()))
+            .collect();
+        assert_eq!(kinds, [(1, false), (2, true), (1, true), (2, false)]);
+        for frame in &parsed {
+            let len = if frame.message[0] == 1 { 2 + 12 + 32 } else { 2 + 12 + 18 };
+            assert_eq!(frame.message.len(), len);
+            assert_eq!(
+                frame.source.ip() == pcapcast_core::disco::DERP_MAGIC_IP,
+                frame.derp_key.is_some()
+            );
+        }
     }
 }
