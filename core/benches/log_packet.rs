@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use divan::Bencher;
 use futures_lite::StreamExt;
-use pcapcast_core::{Capture, Options, Path, Subscription};
+use pcapcast_core::{Capture, Meta, Options, Path, Subscription};
 
 fn main() {
     divan::main();
@@ -161,15 +161,23 @@ fn drained(bencher: Bencher, outputs: usize, size: usize) {
 }
 
 fn measure(bencher: Bencher, capture: &Capture, size: usize, case: &str) {
+    measure_with(bencher, capture, size, case, None);
+}
+
+/// Times `log_packet`, or `log_packet_with(meta)`, and tells the share lost.
+fn measure_with(bencher: Bencher, capture: &Capture, size: usize, case: &str, meta: Option<Meta>) {
     let packet = packet(size);
     warm_up(capture, &packet);
     // The readers catch up, so that the losses of the warm-up are counted before.
     thread::sleep(Duration::from_millis(50));
     let before = capture.stats();
     let when = SystemTime::now();
-    bencher
-        .counter(divan::counter::BytesCount::new(size))
-        .bench(|| capture.log_packet(Path::FromPeer, when, black_box(&packet)));
+    let bencher = bencher.counter(divan::counter::BytesCount::new(size));
+    match meta {
+        None => bencher.bench(|| capture.log_packet(Path::FromPeer, when, black_box(&packet))),
+        Some(meta) => bencher
+            .bench(|| capture.log_packet_with(Path::FromPeer, when, black_box(&packet), &meta)),
+    }
     let after = capture.stats();
     let logged = after.logged - before.logged;
     if logged > 0 && after.outputs > 0 {
@@ -179,6 +187,41 @@ fn measure(bencher: Bencher, capture: &Capture, size: usize, case: &str) {
             100.0 * lost / logged as f64
         );
     }
+}
+
+/// A packet that went through SNAT (IPv4) and DNAT (IPv6), logged with its metadata:
+/// against `capture::<1>` (the same output, the same reader), what the metadata costs
+/// the datapath.
+#[divan::bench(args = [64, 1500], sample_count = 100, sample_size = 5000)]
+fn capture_with_meta(bencher: Bencher, size: usize) {
+    let capture = Capture::new();
+    let _drainer = Drainer::start(vec![capture.subscribe(Options::default())], discard);
+    let case = "timed, 1 output, with metadata";
+    measure_with(bencher, &capture, size, case, Some(nat_meta()));
+}
+
+fn nat_meta() -> Meta {
+    Meta::new()
+        .snat("100.64.0.7:1000".parse().unwrap())
+        .dnat("[fd7a:115c:a1e0::9]:443".parse().unwrap())
+}
+
+/// `capture_idle_x16` for `log_packet_with`: nobody listens, the metadata is not read.
+#[divan::bench]
+fn capture_idle_with_meta_x16(bencher: Bencher) {
+    let capture = Capture::new();
+    let packet = packet(1500);
+    let meta = nat_meta();
+    let when = SystemTime::now();
+    bencher
+        .counter(divan::counter::ItemsCount::new(16usize))
+        .bench(|| {
+            let packet = black_box(&packet[..]);
+            let meta = black_box(&meta);
+            for _ in 0..16 {
+                capture.log_packet_with(Path::FromPeer, when, packet, meta);
+            }
+        });
 }
 
 /// One output whose every write takes 1 ms: the datapath must not notice.
