@@ -7,6 +7,11 @@
 //! is byte for byte that of Tailscale's `wgengine/capture`: classic pcap,
 //! `LINKTYPE_USER0`, a 2-byte [`Path`] before each IP packet.
 //!
+//! A packet that went through NAT is logged with [`Capture::log_packet_with`] and a
+//! [`Meta`] naming its addresses from before; [`Format::Tailscale`] writes them as
+//! Tailscale's capture does today, pcapng as each record's comment. [`disco`] builds the
+//! frames a daemon logs on [`Path::Disco`].
+//!
 //! This crate does no I/O and reads no clock: times come from the caller. The
 //! `pcapcast-smol` and `pcapcast-tokio` crates drive subscriptions into writers and
 //! serve them over HTTP and PCAP-over-IP.
@@ -16,7 +21,7 @@
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
 //! use futures_lite::{future::block_on, StreamExt};
-//! use pcapcast_core::{Capture, Format, Options, Path};
+//! use pcapcast_core::{Capture, Format, Meta, Options, Path};
 //!
 //! let capture = Capture::new();
 //! // Nobody listens: this costs one atomic load and is not recorded.
@@ -40,6 +45,16 @@
 //! assert_eq!(seed_file.len(), 24 + 16 + 2 + 20);
 //! assert_eq!(&collect(&mut ng)[..4], &[0x0a, 0x0d, 0x0d, 0x0a]);
 //! assert_eq!(capture.num_outputs(), 0);
+//!
+//! // A packet DNATed from 100.64.0.9:53, in Tailscale's framing.
+//! let capture = Capture::new();
+//! let mut ts = capture.subscribe(Options::new().format(Format::Tailscale));
+//! let meta = Meta::new().dnat("100.64.0.9:53".parse().unwrap());
+//! capture.log_packet_with(Path::FromPeer, when, &[0x45; 20], &meta);
+//! capture.close();
+//! let file = collect(&mut ts);
+//! // The path, no SNAT, a 4-byte DNAT original, then the packet.
+//! assert_eq!(&file[24 + 16..24 + 16 + 8], &[1, 0, 0, 4, 100, 64, 0, 9]);
 //! ```
 
 mod capture;
