@@ -5,7 +5,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::{Error, Format, Options, Path, TsResolution};
+use crate::{Bpf, Error, Format, Options, Path, TsResolution};
 
 /// The path of the capture endpoint.
 pub const CAPTURE_PATH: &str = "/capture";
@@ -234,8 +234,10 @@ fn bearer_matches(authorization: &str, token: &str) -> bool {
     diff == 0
 }
 
-/// Parses capture options from a query string: `format=pcap|pcapng|raw|tailscale`, `snaplen=N`,
-/// `paths=NAME,NAME,...`, `resolution=us|ns`. Each at most once; nothing else.
+/// Parses capture options from a query string: `format=pcap|pcapng|raw|tailscale`,
+/// `snaplen=N`, `paths=NAME,NAME,...`, `resolution=us|ns`, `bpf=PROGRAM` (what
+/// `tcpdump -ddd` prints, joined by commas, spaces as `+` or `%20`). Each at most once;
+/// nothing else.
 ///
 /// # Errors
 ///
@@ -295,9 +297,10 @@ pub fn parse_query(query: &str) -> Result<Options, Error> {
                     .parse::<TsResolution>()
                     .map_err(|e| invalid(e.to_string()))?,
             ),
+            "bpf" => options.bpf(Bpf::from_bytecode(&value).map_err(|e| invalid(e.to_string()))?),
             _ => {
                 return Err(invalid(
-                    "unknown option: use format, snaplen, paths or resolution".into(),
+                    "unknown option: use format, snaplen, paths, resolution or bpf".into(),
                 ))
             }
         };
@@ -319,6 +322,11 @@ pub fn to_query(options: &Options) -> String {
         let names: Vec<String> = paths.map(|p| u16::from(p).to_string()).collect();
         query.push_str("&paths=");
         query.push_str(&names.join(","));
+    }
+    if let Some(bpf) = options.get_bpf() {
+        // The bytecode is digits, spaces and commas: only the spaces need escaping.
+        query.push_str("&bpf=");
+        query.push_str(&bpf.to_string().replace(' ', "+"));
     }
     query
 }
@@ -430,6 +438,26 @@ mod tests {
             parse_query("format=%70cap").unwrap().get_format(),
             Format::Pcap
         );
+    }
+
+    #[test]
+    fn a_filter_travels_in_the_query() {
+        let program = "5,48 0 0 0,84 0 0 240,21 0 1 96,6 0 0 65535,6 0 0 0";
+        let options = Options::new().bpf(Bpf::from_bytecode(program).unwrap());
+        let query = to_query(&options);
+        assert!(query.ends_with("&bpf=5,48+0+0+0,84+0+0+240,21+0+1+96,6+0+0+65535,6+0+0+0"));
+        assert_eq!(parse_query(&query).unwrap(), options);
+        let escaped = parse_query(
+            "bpf=5,48%200%200%200,84%200%200%20240,21%200%201%2096,6%200%200%2065535,6%200%200%200",
+        );
+        assert_eq!(escaped.unwrap(), options);
+        let unix = Policy::unix();
+        let answer = unix.decide(&post("bpf=2,21+1+0+0,6+0+0+0"));
+        assert_eq!(status(answer.clone()), 400);
+        let Verdict::Refuse { reason, .. } = answer else {
+            unreachable!("refused above")
+        };
+        assert!(reason.contains("at instruction 0: a jump"), "{reason}");
     }
 
     #[test]

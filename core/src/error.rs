@@ -45,6 +45,13 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A BPF program that cannot be read or would not be safe to run.
+    InvalidBpf {
+        /// The instruction at fault, counted from 0 as `tcpdump -d` numbers them.
+        instruction: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
     /// A TCP listener off loopback without a bearer token.
     TokenRequired {
         /// The address it would listen on.
@@ -76,6 +83,14 @@ impl fmt::Display for Error {
             Self::Closed => f.write_str("the capture is closed"),
             Self::InvalidOption { name, reason } => write!(f, "option {name:?}: {reason}"),
             Self::Malformed { reason } => write!(f, "malformed capture stream: {reason}"),
+            Self::InvalidBpf {
+                instruction: Some(index),
+                reason,
+            } => write!(f, "bad BPF program at instruction {index}: {reason}"),
+            Self::InvalidBpf {
+                instruction: None,
+                reason,
+            } => write!(f, "bad BPF program: {reason}"),
             Self::TokenRequired { addr } => write!(
                 f,
                 "{addr} is not a loopback address: serving a capture there needs a bearer token"

@@ -57,6 +57,7 @@
 //! assert_eq!(&file[24 + 16..24 + 16 + 8], &[1, 0, 0, 4, 100, 64, 0, 9]);
 //! ```
 
+pub mod bpf;
 mod capture;
 pub mod disco;
 mod encoder;
@@ -76,6 +77,7 @@ mod subscription;
 pub mod tailscale;
 mod time;
 
+pub use bpf::Bpf;
 pub use capture::{Builder, Capture, CaptureStats};
 pub use encoder::Encoder;
 pub use error::{Error, WriteError};

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::pcap::{TsResolution, DEFAULT_SNAPLEN, MAX_SNAPLEN};
-use crate::{Error, Path};
+use crate::{Bpf, Error, Path};
 
 /// The file format of an output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -101,6 +101,7 @@ pub struct Options {
     resolution: TsResolution,
     paths: Option<Vec<u16>>,
     flush_interval: Duration,
+    bpf: Option<Bpf>,
 }
 
 /// The flush interval of the Go original.
@@ -114,6 +115,7 @@ impl Default for Options {
             resolution: TsResolution::Micros,
             paths: None,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
+            bpf: None,
         }
     }
 }
@@ -170,6 +172,31 @@ impl Options {
     pub fn flush_interval(mut self, interval: Duration) -> Options {
         self.flush_interval = interval;
         self
+    }
+
+    /// Keeps only the packets `filter` accepts. It runs on the reader's side, over the
+    /// IP packet as stored (before the snaplen cut), `len` being the packet's length;
+    /// after the path selection, whatever the format. Packets it rejects are not drops.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pcapcast_core::{Bpf, Options};
+    ///
+    /// // `tcpdump -ddd 'ip6'` over raw IP: the version nibble is 6.
+    /// let ip6 = Bpf::from_bytecode("5,48 0 0 0,84 0 0 240,21 0 1 96,6 0 0 65535,6 0 0 0")?;
+    /// let options = Options::new().bpf(ip6);
+    /// assert!(options.get_bpf().is_some_and(|f| f.matches(&[0x60; 40])));
+    /// # Ok::<(), pcapcast_core::Error>(())
+    /// ```
+    pub fn bpf(mut self, filter: Bpf) -> Options {
+        self.bpf = Some(filter);
+        self
+    }
+
+    /// The filter, if any.
+    pub fn get_bpf(&self) -> Option<&Bpf> {
+        self.bpf.as_ref()
     }
 
     /// The file format.

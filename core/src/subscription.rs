@@ -17,7 +17,7 @@ use crate::capture::Shared;
 use crate::encoder::Stored;
 use crate::log::{self, Batch, KindCounts, Log};
 use crate::pcap::RECORD_HEADER_LEN;
-use crate::{Encoder, FlushSchedule, Meta, Options, Path};
+use crate::{Bpf, Encoder, FlushSchedule, Meta, Options, Path};
 
 /// Counters of one output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -348,9 +348,11 @@ impl Subscription {
         let skip = self.cursor.saturating_sub(batch.first_seq) as usize;
         let passthrough = self.encoder.options().is_seed_micros();
         let snaplen = self.encoder.options().get_snaplen() as usize;
+        let filter = self.encoder.options().get_bpf().cloned();
         if passthrough
             && skip == 0
             && self.encoder.options().keeps_all()
+            && filter.is_none()
             && batch.max_incl as usize <= snaplen
         {
             // Every record passes unchanged: hand out the batch without reading it.
@@ -365,7 +367,12 @@ impl Subscription {
         let base = batch.data.as_ptr() as usize;
         let mut run: Option<Range<usize>> = None;
         for record in log::records(&batch.data, &batch.side).skip(skip) {
-            if !self.encoder.writes(record.path) {
+            let rejected = |bpf: &Bpf| {
+                let wire_len = u32::try_from(record.orig_len).unwrap_or(u32::MAX);
+                bpf.run(record.packet, wire_len) == 0
+            };
+            // Packets the filter rejects are not drops: they are not counted at all.
+            if !self.encoder.writes(record.path) || filter.as_ref().is_some_and(rejected) {
                 self.end_run(batch, &mut run);
                 continue;
             }

@@ -399,7 +399,7 @@ fn closing_ends_every_output_on_a_whole_record<R: Runtime>() {
     );
     let poip = R::serve_pcap_over_ip(capture.clone(), Endpoint::Unix(dir.join("p.sock")));
     let mut readers = Vec::new();
-    for format in ["pcap", "pcapng", "raw", "pcap&snaplen=77"] {
+    for format in ["pcap", "pcapng", "raw", "tailscale", "pcap&snaplen=77"] {
         let ep = http.endpoint.clone();
         let target = format!("/capture?format={format}");
         readers.push(std::thread::spawn(move || {
@@ -416,15 +416,18 @@ fn closing_ends_every_output_on_a_whole_record<R: Runtime>() {
     }
     assert!(wait_until(Duration::from_secs(10), || capture
         .num_outputs()
-        == 6));
+        == 7));
     let datapath = {
         let capture = capture.clone();
         std::thread::spawn(move || {
+            let nat = pcapcast_core::Meta::new().snat("[fd7a::1]:7".parse().unwrap());
             for i in 0..200_000u32 {
-                capture.log_packet(
+                let meta = if i % 3 == 0 { nat } else { Default::default() };
+                capture.log_packet_with(
                     Path::from((i % 5) as u16),
                     SystemTime::now(),
                     &i.to_be_bytes().repeat(100),
+                    &meta,
                 );
             }
         })
