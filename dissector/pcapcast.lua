@@ -296,13 +296,12 @@ local function format_endpoint(tvb, off, len, port)
         if len == 4 then
             return tostring(tvb:range(off, 4):ipv4())
         end
-        return "[" .. tostring(tvb:range(off, 16):ipv6()) .. "]"
+        return tostring(tvb:range(off, 16):ipv6())
     end)
     if not okf then return nil end
-    if port ~= nil then
-        return string.format("%s:%d", text, port)
-    end
-    return text
+    if port == nil then return text end
+    if len == 16 then text = "[" .. text .. "]" end
+    return string.format("%s:%d", text, port)
 end
 
 -------------------------------------------------------------------------------
@@ -336,28 +335,32 @@ end
 --     2. seed fits                               -> seed
 --     3. Tailscale undecided (record cut short)  -> tailscale
 --     4. seed undecided                          -> seed
---     5. both excluded: tailscale if its snat/dnat prefix is valid, else
---        seed; the frame is then decoded as far as it goes and flagged
---        malformed.
+--     5. both excluded (a malformed frame): the reading whose frame gets
+--        further (a valid addr_len beats an invalid one), Tailscale on a tie
+--        if its snat/dnat prefix is valid, else seed; the frame is then
+--        decoded as far as it goes and flagged malformed.
 --   So Tailscale wins when both fit and when the record was cut short.
 -------------------------------------------------------------------------------
 
 local FITS, UNDECIDED, EXCLUDED = 1, 2, 3
 
--- Judges a disco frame starting at off against the record's lengths.
+-- Judges a disco frame starting at off against the record's lengths. The
+-- second result, for EXCLUDED, is how far the frame got: 0 (the record is
+-- too short for any frame), 1 (addr_len is not 4 or 16), 2 (payload_len
+-- does not match the record's length).
 local function judge_disco(tvb, off)
-    local cap, rep = tvb:len(), tvb:reported_len()
+    local rep = tvb:reported_len()
     -- The shortest frame: fixed fields, an IPv4 address, payload_len, no message.
-    if rep < off + DISCO_FIXED + 4 + 2 then return EXCLUDED end
+    if rep < off + DISCO_FIXED + 4 + 2 then return EXCLUDED, 0 end
     local addr_len = u16le_at(tvb, off + DISCO_FIXED - 2)
-    if addr_len == nil then return UNDECIDED end
-    if addr_len ~= 4 and addr_len ~= 16 then return EXCLUDED end
+    if addr_len == nil then return UNDECIDED, 0 end
+    if addr_len ~= 4 and addr_len ~= 16 then return EXCLUDED, 1 end
     local pl_off = off + DISCO_FIXED + addr_len
-    if rep < pl_off + 2 then return EXCLUDED end
+    if rep < pl_off + 2 then return EXCLUDED, 1 end
     local payload_len = u16le_at(tvb, pl_off)
-    if payload_len == nil then return UNDECIDED end
-    if rep ~= pl_off + 2 + payload_len then return EXCLUDED end
-    return FITS
+    if payload_len == nil then return UNDECIDED, 0 end
+    if rep ~= pl_off + 2 + payload_len then return EXCLUDED, 2 end
+    return FITS, 0
 end
 
 -- Judges the Tailscale prefix: returns the verdict on the prefix alone
@@ -386,14 +389,16 @@ local function framing_of(tvb, path)
         if prefix == EXCLUDED then return FRAMING_SEED end
         return FRAMING_TAILSCALE
     end
-    local ts = prefix
-    if prefix == FITS then ts = judge_disco(tvb, packet_off) end
-    local seed = judge_disco(tvb, 2)
+    local ts, ts_depth = prefix, 0
+    if prefix == FITS then ts, ts_depth = judge_disco(tvb, packet_off) end
+    local seed, seed_depth = judge_disco(tvb, 2)
     if ts == FITS then return FRAMING_TAILSCALE end
     if seed == FITS then return FRAMING_SEED end
     if ts == UNDECIDED then return FRAMING_TAILSCALE end
     if seed == UNDECIDED then return FRAMING_SEED end
-    if prefix == FITS then return FRAMING_TAILSCALE end
+    -- Both excluded: the reading whose frame got further; Tailscale on a tie,
+    -- if its prefix is valid.
+    if prefix == FITS and ts_depth >= seed_depth then return FRAMING_TAILSCALE end
     return FRAMING_SEED
 end
 
@@ -441,10 +446,18 @@ end
 -------------------------------------------------------------------------------
 
 -- Decodes the disco message body of type mtype, from off, len captured bytes.
-local function add_disco_body(tvb, mtree, off, len, mtype, avail)
+-- snap_cut: the record was cut by the snaplen before the body's end, so a
+-- body that ends early was cut, not malformed.
+local function add_disco_body(tvb, mtree, off, len, mtype, snap_cut)
     local function cut(what)
-        mtree:add_proto_expert_info(ef_disco_cut,
-            string.format("Disco message cut short in the %s", what))
+        if snap_cut then
+            mtree:add_proto_expert_info(ef_disco_cut,
+                string.format("Disco message cut short in the %s", what))
+        else
+            mtree:add_proto_expert_info(ef_disco_malformed,
+                string.format("Disco %s too short: it ends in the %s",
+                    disco_types[mtype] or "message", what))
+        end
     end
     if mtype == 1 then -- ping
         if len < TXID_LEN then return cut("txid") end
@@ -483,11 +496,11 @@ local function add_disco_body(tvb, mtree, off, len, mtype, avail)
         local rest = off + len - at
         if rest > 0 then
             local item = mtree:add(f_disco_body, tvb:range(at, rest))
-            if avail then
+            if snap_cut then
+                cut("endpoint list")
+            else
                 item:add_proto_expert_info(ef_disco_malformed,
                     string.format("%s after the last whole endpoint", plural(rest, "byte")))
-            else
-                cut("endpoint list")
             end
         end
     elseif len > 0 then
@@ -496,15 +509,23 @@ local function add_disco_body(tvb, mtree, off, len, mtype, avail)
 end
 
 -- Decodes a disco frame at off; returns a short text for the Info column.
-local function add_disco(tvb, pinfo, subtree, off)
+local function add_disco(tvb, subtree, off)
     local cap, rep = tvb:len(), tvb:reported_len()
     local dtree = subtree:add(tvb:range(off, cap - off), "Disco frame")
 
+    -- Every read below checks the captured length; when a field is missing,
+    -- the snaplen cut it if the record was longer, else the frame is short.
     local function cut(what)
-        dtree:add_proto_expert_info(ef_disco_cut,
-            string.format("Disco frame cut short in the %s (%s captured, %s in the record)",
-                what, plural(cap - off, "byte"), plural(rep - off, "byte")))
-        return "disco frame (cut)"
+        if cap < rep then
+            dtree:add_proto_expert_info(ef_disco_cut,
+                string.format("Disco frame cut short in the %s (%s captured, %s in the record)",
+                    what, plural(cap - off, "byte"), plural(rep - off, "byte")))
+            return "disco frame (cut)"
+        end
+        dtree:add_proto_expert_info(ef_disco_malformed,
+            string.format("Disco frame too short: it ends in the %s (%s)",
+                what, plural(cap - off, "byte")))
+        return "malformed disco frame"
     end
 
     local flags = u8_at(tvb, off)
@@ -569,7 +590,8 @@ local function add_disco(tvb, pinfo, subtree, off)
     end
     if mtype == nil then
         cut("message")
-        return string.format("message%s from %s (cut)", via, source)
+        return string.format("message%s from %s (%s)", via, source,
+            cap < rep and "cut" or "missing")
     end
 
     local mtree = dtree:add(tvb:range(msg_off, msg_len), "Disco message")
@@ -583,16 +605,15 @@ local function add_disco(tvb, pinfo, subtree, off)
     mtree:append_text(": " .. tname)
     local info = string.format("%s%s from %s", tname, via, source)
 
+    -- The snaplen cut the message (not the record's own short length).
+    local snap_cut = msg_len < payload_len and cap < rep
     if msg_len < 2 then
-        if payload_len >= 2 then cut("message version") end
-        return info
+        cut("message version")
+        return info .. (snap_cut and " (cut)" or "")
     end
     mtree:add(f_disco_version, tvb:range(msg_off + 1, 1))
-    -- Whether every byte payload_len promises was captured.
-    local whole = msg_len == payload_len
-    add_disco_body(tvb, mtree, msg_off + 2, msg_len - 2, mtype, whole)
-    if not whole then
-        cut("message")
+    add_disco_body(tvb, mtree, msg_off + 2, msg_len - 2, mtype, snap_cut)
+    if snap_cut then
         info = info .. " (cut)"
     end
     return info
@@ -736,7 +757,7 @@ local function dissect(tvb, pinfo, tree)
     end
 
     if path == PATH_DISCO then
-        local info = add_disco(tvb, pinfo, subtree, off)
+        local info = add_disco(tvb, subtree, off)
         pinfo.cols.info:append(info)
         return len
     end
