@@ -199,7 +199,7 @@ fn describe(counts: Counts) -> String {
 }
 
 pub fn run(args: CaptureArgs) -> Result<ExitCode, String> {
-    let options = args.format.options().map_err(|e| e.to_string())?;
+    let options = args.format.options()?;
     let ask = Ask {
         target: args
             .connect

@@ -94,6 +94,20 @@ pub fn run(args: &[String]) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    let filter = value_of(args, "--extcap-capture-filter").filter(|f| !f.trim().is_empty());
+    if !has(args, "--capture") {
+        if let Some(expression) = filter {
+            // Wireshark checks a capture filter this way: nothing printed means valid;
+            // what is printed is shown as the reason it is not.
+            return match crate::filter::compile(expression) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(message) => {
+                    println!("{message}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
     if has(args, "--capture") {
         return match capture(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -122,9 +136,13 @@ fn capture(args: &[String]) -> Result<(), String> {
         Some(name) => name.parse::<Format>().map_err(|e| e.to_string())?,
         None => Format::Pcap,
     };
+    let mut options = Options::new().format(format);
+    if let Some(expression) = value_of(args, "--extcap-capture-filter").filter(|f| !f.trim().is_empty()) {
+        options = options.bpf(crate::filter::compile(expression)?);
+    }
     let ask = Ask {
         target,
-        query: to_query(&Options::new().format(format)),
+        query: to_query(&options),
         token: value_of(args, "--token")
             .filter(|t| !t.is_empty())
             .map(str::to_owned),

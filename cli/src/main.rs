@@ -9,6 +9,7 @@ mod client;
 mod demo;
 mod dissector;
 mod extcap;
+mod filter;
 mod recorder;
 mod target;
 
@@ -80,15 +81,39 @@ pub struct FormatArgs {
     /// synth-to-peer, disco, or numbers (default: all).
     #[arg(long, value_delimiter = ',', value_parser = parse_path)]
     paths: Vec<Path>,
+    /// Keep only the packets this tcpdump expression matches, e.g. 'udp port 53'
+    /// (compiled by libpcap for raw IP, run by the daemon on its readers' side).
+    #[arg(short = 'f', long = "filter", value_name = "EXPR", conflicts_with = "bpf")]
+    filter: Option<String>,
+    /// Keep only the packets this compiled BPF program accepts: what `tcpdump -ddd`
+    /// prints, joined by commas (iptables' --bytecode form).
+    #[arg(long, value_name = "BYTECODE")]
+    bpf: Option<String>,
 }
 
 impl FormatArgs {
     /// The core's options for these arguments.
-    pub fn options(&self) -> Result<Options, pcapcast_core::Error> {
-        Ok(Options::new()
+    ///
+    /// # Errors
+    ///
+    /// What is wrong with an option, on one line.
+    pub fn options(&self) -> Result<Options, String> {
+        let options = Options::new()
             .format(self.format)
-            .snaplen(self.snaplen)?
-            .paths(self.paths.iter().copied()))
+            .snaplen(self.snaplen)
+            .map_err(|e| e.to_string())?
+            .paths(self.paths.iter().copied());
+        let bpf = match (&self.filter, &self.bpf) {
+            (Some(expression), _) => Some(filter::compile(expression)?),
+            (None, Some(bytecode)) => {
+                Some(pcapcast_core::Bpf::from_bytecode(bytecode).map_err(|e| e.to_string())?)
+            }
+            (None, None) => None,
+        };
+        Ok(match bpf {
+            Some(bpf) => options.bpf(bpf),
+            None => options,
+        })
     }
 }
 

@@ -71,7 +71,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             args.rate
         ));
     }
-    let options = args.format.options().map_err(|e| e.to_string())?;
+    let options = args.format.options()?;
     init_logging(args.quiet);
     let socket = args.socket.clone().unwrap_or_else(default_socket);
     prepare_socket_dir(&socket)
