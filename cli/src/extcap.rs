@@ -21,8 +21,16 @@ const INTERFACE: &str = "pcapcast";
 /// The formats the extcap offers: its `--format` values, what Wireshark shows, the default.
 const FORMATS: [(&str, &str, bool); 3] = [
     ("pcap", "pcapcast seed format (Tailscale before 2023)", true),
-    ("tailscale", "Tailscale's current framing, with the addresses before NAT", false),
-    ("pcapng", "pcapng: one interface per path, NAT as comments", false),
+    (
+        "tailscale",
+        "Tailscale's current framing, with the addresses before NAT",
+        false,
+    ),
+    (
+        "pcapng",
+        "pcapng: one interface per path, NAT as comments",
+        false,
+    ),
 ];
 /// Where Debian's Wireshark looks for extcaps, if `tshark -G folders` cannot say.
 const DEFAULT_EXTCAP_DIR: &str = "/usr/lib/x86_64-linux-gnu/wireshark/extcap";
@@ -137,7 +145,9 @@ fn capture(args: &[String]) -> Result<(), String> {
         None => Format::Pcap,
     };
     let mut options = Options::new().format(format);
-    if let Some(expression) = value_of(args, "--extcap-capture-filter").filter(|f| !f.trim().is_empty()) {
+    if let Some(expression) =
+        value_of(args, "--extcap-capture-filter").filter(|f| !f.trim().is_empty())
+    {
         options = options.bpf(crate::filter::compile(expression)?);
     }
     let ask = Ask {

@@ -24,8 +24,9 @@ pub fn compile(expression: &str) -> Result<Bpf, String> {
         bytecode.push_str(&instruction.to_string());
     }
     // libpcap's own output: a refusal here means our validator and libpcap disagree.
-    Bpf::from_bytecode(&bytecode)
-        .map_err(|e| format!("filter {expression:?} compiled to a program pcapcast cannot run: {e}"))
+    Bpf::from_bytecode(&bytecode).map_err(|e| {
+        format!("filter {expression:?} compiled to a program pcapcast cannot run: {e}")
+    })
 }
 
 fn one_line(message: &str) -> String {
@@ -51,8 +52,14 @@ mod tests {
     #[test]
     fn a_bad_expression_is_one_line_from_libpcap() {
         let error = compile("udp port fifty-three").unwrap_err();
-        assert!(error.starts_with("bad filter \"udp port fifty-three\": "), "{error}");
+        assert!(
+            error.starts_with("bad filter \"udp port fifty-three\": "),
+            "{error}"
+        );
         assert!(!error.contains('\n'));
-        assert!(compile("ether host 1:2:3:4:5:6").is_err(), "no link layer in raw IP");
+        assert!(
+            compile("ether host 1:2:3:4:5:6").is_err(),
+            "no link layer in raw IP"
+        );
     }
 }

@@ -83,7 +83,12 @@ pub struct FormatArgs {
     paths: Vec<Path>,
     /// Keep only the packets this tcpdump expression matches, e.g. 'udp port 53'
     /// (compiled by libpcap for raw IP, run by the daemon on its readers' side).
-    #[arg(short = 'f', long = "filter", value_name = "EXPR", conflicts_with = "bpf")]
+    #[arg(
+        short = 'f',
+        long = "filter",
+        value_name = "EXPR",
+        conflicts_with = "bpf"
+    )]
     filter: Option<String>,
     /// Keep only the packets this compiled BPF program accepts: what `tcpdump -ddd`
     /// prints, joined by commas (iptables' --bytecode form).

@@ -304,7 +304,10 @@ fn tailscale_format_decodes_nat_and_disco(runtime: &str) {
             "SynthesizedToPeer"
         ]
     );
-    assert!(column(1).all(|f| f == "tailscale"), "every record's framing");
+    assert!(
+        column(1).all(|f| f == "tailscale"),
+        "every record's framing"
+    );
     assert!(column(2).any(|a| a == "100.64.0.1"), "SNAT, IPv4");
     assert!(column(3).any(|a| a == "100.64.0.53"), "DNAT, IPv4");
     assert!(column(4).any(|a| a == "fd7a:115c:a1e0::1"), "SNAT, IPv6");
@@ -334,8 +337,197 @@ fn tailscale_format_decodes_nat_and_disco(runtime: &str) {
         "a direct pong over IPv6: {disco:?}"
     );
     let udp: Vec<&str> = column(10).filter(|s| !s.is_empty()).collect();
-    assert!(udp.iter().all(|s| *s == "1"), "UDP checksums good after NAT");
+    assert!(
+        udp.iter().all(|s| *s == "1"),
+        "UDP checksums good after NAT"
+    );
     assert!(column(11).all(str::is_empty), "malformed packets");
+}
+
+fn a_filter_keeps_only_what_it_matches(runtime: &str) {
+    let dir = temp_dir("filter");
+    let demo = Demo::start(runtime, &dir, &[]);
+    for (flag, value) in [
+        ("--filter", "udp port 53"),
+        // `tcpdump -ddd 'udp port 53'` over a raw-IP file, joined by commas.
+        ("--bpf", "23,48 0 0 0,84 0 0 240,21 0 6 96,48 0 0 6,21 0 17 17,40 0 0 40,21 14 0 53,40 0 0 42,21 12 13 53,48 0 0 0,84 0 0 240,21 0 10 64,48 0 0 9,21 0 8 17,40 0 0 6,69 6 0 8191,177 0 0 0,72 0 0 0,21 2 0 53,72 0 0 2,21 0 1 53,6 0 0 65535,6 0 0 0"),
+    ] {
+        let file = dir.join("dns.pcap");
+        let out = pcapcast(&[
+            "capture",
+            "--runtime",
+            runtime,
+            "--connect",
+            &demo.connect(),
+            flag,
+            value,
+            "-c",
+            "30",
+            "-o",
+            file.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows = tshark_fields(&file, &["udp.srcport", "udp.dstport", "dns.id"]);
+        assert_eq!(rows.len(), 30, "{runtime} {flag}");
+        for row in &rows {
+            assert!(
+                (row[0] == "53" || row[1] == "53") && !row[2].is_empty(),
+                "{runtime} {flag}: only DNS, got {row:?}"
+            );
+        }
+    }
+}
+
+/// A pcapng file of Ethernet frames: IPv4 UDP to port 53 under a VLAN tag, IPv6 TCP,
+/// and ARP, which is not IP.
+fn ethernet_pcapng() -> (Vec<u8>, usize) {
+    use etherparse::PacketBuilder;
+    let mut frames = Vec::new();
+    for i in 0..5u16 {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .single_vlan(etherparse::VlanId::try_new(7).unwrap())
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(40_000 + i, 53)
+            .write(&mut frame, b"replayed query")
+            .unwrap();
+        frames.push(frame);
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1])
+            .ipv6([0xfd; 16], [0xfe; 16], 64)
+            .tcp(443, 50_000 + i, 1, 1000)
+            .write(&mut frame, b"replayed segment")
+            .unwrap();
+        frames.push(frame);
+    }
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+    arp.extend_from_slice(&[0; 28]);
+    frames.push(arp);
+
+    let block = |kind: u32, body: &[u8]| {
+        let len = (12 + body.len()) as u32;
+        [
+            &kind.to_le_bytes()[..],
+            &len.to_le_bytes(),
+            body,
+            &len.to_le_bytes(),
+        ]
+        .concat()
+    };
+    let mut file = block(
+        0x0A0D_0D0A,
+        &[
+            0x4D, 0x3C, 0x2B, 0x1A, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ],
+    );
+    file.extend(block(1, &[1, 0, 0, 0, 0, 0, 4, 0])); // Ethernet, snaplen 262144, µs
+    for (i, frame) in frames.iter().enumerate() {
+        let micros = 1_700_000_000_000_000u64 + 1_000 * i as u64;
+        let mut body = vec![0; 4];
+        body.extend_from_slice(&((micros >> 32) as u32).to_le_bytes());
+        body.extend_from_slice(&(micros as u32).to_le_bytes());
+        body.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        body.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        body.extend_from_slice(frame);
+        body.resize(body.len().div_ceil(4) * 4, 0);
+        file.extend(block(6, &body));
+    }
+    (file, 10)
+}
+
+fn replay_serves_a_captures_ip_packets(runtime: &str) {
+    let dir = temp_dir("replay");
+    let (file, ip_packets) = ethernet_pcapng();
+    let input = dir.join("ethernet.pcapng");
+    std::fs::write(&input, file).unwrap();
+    let input = input.to_str().unwrap();
+
+    // Once, as fast as it goes, into a file of the demo's own.
+    let once = dir.join("once.pcap");
+    let out = pcapcast(&[
+        "demo",
+        "-q",
+        "--runtime",
+        runtime,
+        "--socket",
+        dir.join("once.sock").to_str().unwrap(),
+        "--replay",
+        input,
+        "--once",
+        "--speed",
+        "max",
+        "-o",
+        once.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = tshark_fields(
+        &once,
+        &[
+            "pcapcast.path_name",
+            "ip.src",
+            "ipv6.src",
+            "udp.dstport",
+            "tcp.srcport",
+        ],
+    );
+    assert_eq!(
+        rows.len(),
+        ip_packets,
+        "{runtime}: the ARP frame is skipped"
+    );
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], "FromPeer");
+        if i % 2 == 0 {
+            assert_eq!(
+                (row[1].as_str(), row[3].as_str()),
+                ("10.0.0.1", "53"),
+                "{row:?}"
+            );
+        } else {
+            assert_eq!(
+                (row[2].as_str(), row[4].as_str()),
+                ("fdfd:fdfd:fdfd:fdfd:fdfd:fdfd:fdfd:fdfd", "443"),
+                "{row:?}"
+            );
+        }
+    }
+
+    // Served, looping at twenty times the recorded pace, read through a filter.
+    let demo = Demo::start(runtime, &dir, &["--replay", input, "--speed", "20"]);
+    let dns = dir.join("dns.pcap");
+    let out = pcapcast(&[
+        "capture",
+        "--runtime",
+        runtime,
+        "--connect",
+        &demo.connect(),
+        "-f",
+        "udp port 53",
+        "-c",
+        "12",
+        "-o",
+        dns.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = tshark_fields(&dns, &["ip.src", "udp.dstport"]);
+    assert_eq!(rows.len(), 12, "{runtime}: more than one loop");
+    assert!(
+        rows.iter().all(|r| r[0] == "10.0.0.1" && r[1] == "53"),
+        "{rows:?}"
+    );
 }
 
 fn a_lagging_reader_sees_its_drops(runtime: &str) {
@@ -628,6 +820,8 @@ on_both_runtimes!(
     demo_capture_decodes_with_the_dissector,
     pcapng_marks_interfaces_and_directions,
     tailscale_format_decodes_nat_and_disco,
+    a_filter_keeps_only_what_it_matches,
+    replay_serves_a_captures_ip_packets,
     a_lagging_reader_sees_its_drops,
     stdout_pipes_into_tshark,
     sigint_leaves_a_whole_file,
@@ -709,6 +903,49 @@ fn the_extcap_lists_and_captures_a_running_daemon() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 8);
 
+    // Wireshark's capture filter reaches the daemon through the extcap.
+    let filtered = Command::new("timeout")
+        .args([
+            "60",
+            "tshark",
+            "-i",
+            "pcapcast",
+            "-f",
+            "udp port 53",
+            "-c",
+            "8",
+            "-X",
+        ])
+        .arg(format!("lua_script:{}", dissector().display()))
+        .args(["-T", "fields", "-e", "udp.port"])
+        .envs(env.clone())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(filtered.status.success());
+    let ports = String::from_utf8_lossy(&filtered.stdout);
+    assert_eq!(ports.lines().count(), 8, "{ports}");
+    assert!(
+        ports.lines().all(|p| p.split(',').any(|p| p == "53")),
+        "{ports}"
+    );
+    let refused = Command::new("timeout")
+        .args([
+            "60",
+            "tshark",
+            "-i",
+            "pcapcast",
+            "-f",
+            "udp prt 53",
+            "-c",
+            "1",
+        ])
+        .envs(env.clone())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("bad filter"));
+
     // With the daemon gone, tshark shows the extcap's message and captures nothing.
     stop(&mut demo.child);
     let gone = Command::new("timeout")
@@ -751,6 +988,25 @@ fn the_extcap_offers_and_streams_the_tailscale_framing() {
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r[0] == "tailscale"), "{rows:?}");
     assert!(rows.iter().any(|r| r[1] == "100.64.0.53"));
+}
+
+#[test]
+fn a_bad_filter_is_one_line_and_exit_1() {
+    for args in [
+        &["capture", "-f", "udp prt 53", "-o", "/dev/null"][..],
+        &["capture", "--bpf", "2,21 1 0 0,6 0 0 0", "-o", "/dev/null"][..],
+        &["demo", "-f", "tcp port", "-o", "/dev/null"][..],
+    ] {
+        let out = pcapcast(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("pcapcast: bad filter")
+                || stderr.starts_with("pcapcast: bad BPF program at instruction 0"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[test]

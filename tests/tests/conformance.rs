@@ -372,6 +372,98 @@ fn curl_saves_a_valid_capture<R: Runtime>() {
     assert_eq!(file.records.len(), 25);
 }
 
+/// `tcpdump -ddd 'udp port 53'` over a raw-IP file (tcpdump 4.99.3, libpcap 1.10.3), in
+/// a query: spaces as `+`.
+const UDP_53: &str = "23,48+0+0+0,84+0+0+240,21+0+6+96,48+0+0+6,21+0+17+17,40+0+0+40,21+14+0+53,40+0+0+42,21+12+13+53,48+0+0+0,84+0+0+240,21+0+10+64,48+0+0+9,21+0+8+17,40+0+0+6,69+6+0+8191,177+0+0+0,72+0+0+0,21+2+0+53,72+0+0+2,21+0+1+53,6+0+0+65535,6+0+0+0";
+
+/// An IPv4 packet of `protocol` (17 UDP, 6 TCP) to port `port`, numbered `i`.
+fn ipv4_to_port(i: u32, protocol: u8, port: u16) -> Vec<u8> {
+    let mut packet = vec![0u8; 40];
+    packet[0] = 0x45;
+    packet[2..4].copy_from_slice(&40u16.to_be_bytes());
+    packet[9] = protocol;
+    packet[12..16].copy_from_slice(&[100, 64, 0, 1]);
+    packet[16..20].copy_from_slice(&[100, 64, 0, 2]);
+    packet[20..22].copy_from_slice(&40_000u16.to_be_bytes());
+    packet[22..24].copy_from_slice(&port.to_be_bytes());
+    packet[36..40].copy_from_slice(&i.to_be_bytes());
+    packet
+}
+
+fn curl_filters_with_bpf<R: Runtime>() {
+    let dir = temp_dir("curl-bpf");
+    let capture = Capture::new();
+    let server = R::serve_http(
+        capture.clone(),
+        Endpoint::Unix(dir.join("c.sock")),
+        HttpConfig::default(),
+    );
+    let Endpoint::Unix(sock) = &server.endpoint else {
+        unreachable!()
+    };
+    let curl = |query: &str, out: &std::path::Path| {
+        Command::new("curl")
+            .args([
+                "--silent",
+                "--show-error",
+                "-w",
+                "%{http_code}",
+                "--unix-socket",
+            ])
+            .arg(sock)
+            .args([
+                "-X",
+                "POST",
+                &format!("http://localhost/capture?{query}"),
+                "-o",
+            ])
+            .arg(out)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("curl is installed (CI installs it)")
+    };
+    let refused = dir.join("refused.txt");
+    let bad = curl("bpf=2,21+1+0+0,6+0+0+0", &refused)
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&bad.stdout), "400", "{}", R::NAME);
+    let reason = std::fs::read_to_string(&refused).unwrap();
+    assert!(reason.contains("at instruction 0"), "{reason}");
+
+    let out = dir.join("dns.pcap");
+    let filtered = curl(&format!("format=raw&bpf={UDP_53}"), &out);
+    assert!(wait_until(Duration::from_secs(10), || capture
+        .num_outputs()
+        == 1));
+    for i in 0..60u32 {
+        let (protocol, port) = match i % 3 {
+            0 => (17, 53),
+            1 => (17, 54),
+            _ => (6, 53),
+        };
+        capture.log_packet(
+            Path::FromPeer,
+            SystemTime::now(),
+            &ipv4_to_port(i, protocol, port),
+        );
+    }
+    capture.close();
+    let done = filtered.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&done.stdout), "200", "{}", R::NAME);
+    let kept: Vec<u32> = read::parse(&std::fs::read(&out).unwrap())
+        .records
+        .iter()
+        .map(|r| u32::from_be_bytes(r.packet[36..40].try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        kept,
+        (0..60).step_by(3).collect::<Vec<u32>>(),
+        "{}",
+        R::NAME
+    );
+    assert_eq!(capture.stats().dropped, 0, "rejected packets are not drops");
+}
+
 fn tshark_reads_pcap_over_ip<R: Runtime>() {
     let capture = Capture::new();
     let server = R::serve_pcap_over_ip(
@@ -496,6 +588,10 @@ macro_rules! conformance {
             #[test]
             fn curl() {
                 pcapcast_tests::checked(|| curl_saves_a_valid_capture::<$rt>());
+            }
+            #[test]
+            fn curl_bpf() {
+                pcapcast_tests::checked(|| curl_filters_with_bpf::<$rt>());
             }
             #[test]
             fn tshark_pcap_over_ip() {

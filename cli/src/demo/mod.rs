@@ -3,6 +3,7 @@
 //! them to a capture, and serves it on a Unix socket (and PCAP-over-IP if asked).
 
 mod datapath;
+mod replay;
 mod traffic;
 
 use std::fs::File;
@@ -44,6 +45,18 @@ pub struct DemoArgs {
     /// Rounds of exchanges per second; each round is about a dozen packets.
     #[arg(long, default_value_t = 20.0)]
     rate: f64,
+    /// Instead of the demo's own traffic, replay the IP packets of a capture (pcap or
+    /// pcapng; Ethernet with VLAN tags, Linux cooked, BSD loopback, raw IP, or pcapcast's
+    /// and Tailscale's USER0 framings, whose paths and NAT addresses it keeps), over and
+    /// over until stopped.
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+    /// The replay's pace: a factor of the recorded one (2 is twice as fast), or max.
+    #[arg(long, default_value = "1", value_parser = replay::parse_speed, requires = "replay")]
+    speed: replay::Speed,
+    /// Replay the capture once, then stop.
+    #[arg(long, requires = "replay")]
+    once: bool,
     /// Also capture the demo's own traffic into FILE, then stop (with -c or --duration;
     /// 200 packets by default).
     #[arg(short = 'o', long = "output")]
@@ -82,6 +95,21 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         builder = builder.batch_bytes(bytes / 4).backlog_bytes(bytes);
     }
     let capture = builder.build();
+    let replayed = match &args.replay {
+        Some(file) => {
+            let loaded = replay::load(file)?;
+            if !args.quiet {
+                eprintln!(
+                    "pcapcast demo: replaying {} IP packets of {} ({} records without one skipped)",
+                    loaded.packets.len(),
+                    file.display(),
+                    loaded.skipped
+                );
+            }
+            Some(loaded)
+        }
+        None => None,
+    };
     let stop = stop_signals();
     serve(
         args.runtime,
@@ -89,16 +117,18 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         socket.clone(),
         args.pcap_over_ip,
     )?;
-    let datapath = run_datapath(capture.clone(), args.rate);
+    // Attached before the datapath starts, so that the file holds its first packets.
+    let own_output = args.output.as_ref().map(|_| capture.subscribe(options));
+    let datapath = match replayed {
+        Some(loaded) => run_replay(capture.clone(), loaded, args.speed, args.once),
+        None => run_datapath(capture.clone(), args.rate),
+    };
 
-    let result = match &args.output {
-        Some(path) => {
-            let output = capture.subscribe(options);
-            record(output, path, &args, &stop)
-        }
-        None => {
+    let result = match (&args.output, own_output) {
+        (Some(path), Some(output)) => record(output, path, &args, &stop),
+        _ => {
             banner(&socket, args.pcap_over_ip);
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) && !datapath.thread.is_finished() {
                 thread::sleep(Duration::from_millis(100));
             }
             Ok(ExitCode::SUCCESS)
@@ -178,6 +208,52 @@ fn run_datapath(capture: Capture, rate: f64) -> DatapathThread {
                     }
                 }
             }
+        }
+    });
+    DatapathThread { stop, thread }
+}
+
+/// Replays `loaded` as the datapath; with `once`, closes the capture at the end, so
+/// that every output ends.
+fn run_replay(
+    capture: Capture,
+    loaded: replay::Replay,
+    speed: replay::Speed,
+    once: bool,
+) -> DatapathThread {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let thread = thread::spawn(move || {
+        // A loop starts one mean gap after the previous one's last packet.
+        let span = loaded.packets.last().map_or(Duration::ZERO, |p| p.at);
+        let gap = span / u32::try_from(loaded.packets.len()).unwrap_or(u32::MAX);
+        'replay: loop {
+            let start = Instant::now();
+            for packet in &loaded.packets {
+                let due = start + speed.due(packet.at);
+                loop {
+                    if flag.load(Ordering::Relaxed) {
+                        break 'replay;
+                    }
+                    match due.checked_duration_since(Instant::now()) {
+                        Some(wait) if !wait.is_zero() => {
+                            thread::sleep(wait.min(Duration::from_millis(100)))
+                        }
+                        _ => break,
+                    }
+                }
+                capture.log_packet_with(
+                    packet.path,
+                    SystemTime::now(),
+                    &packet.packet,
+                    &packet.meta,
+                );
+            }
+            if once {
+                capture.close();
+                break;
+            }
+            thread::sleep(speed.due(gap));
         }
     });
     DatapathThread { stop, thread }

@@ -288,7 +288,11 @@ mod tests {
             .collect();
         assert_eq!(kinds, [(1, false), (2, true), (1, true), (2, false)]);
         for frame in &parsed {
-            let len = if frame.message[0] == 1 { 2 + 12 + 32 } else { 2 + 12 + 18 };
+            let len = if frame.message[0] == 1 {
+                2 + 12 + 32
+            } else {
+                2 + 12 + 18
+            };
             assert_eq!(frame.message.len(), len);
             assert_eq!(
                 frame.source.ip() == pcapcast_core::disco::DERP_MAGIC_IP,
