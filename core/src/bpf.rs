@@ -408,6 +408,11 @@ fn check_jumps(index: usize, len: usize, op: &Op) -> Result<(), String> {
     let next = index + 1;
     let lands = |offset: u64| next as u64 + offset < len as u64;
     match *op {
+        // libpcap sign-extends `ja`'s k: its `protochain` code loops back that way.
+        Op::Ja(k) if (k as i32) < 0 => Err(format!(
+            "a backward jump ({}); jumps must go forward (libpcap's `protochain` loops back)",
+            k as i32
+        )),
         Op::Ja(k) if !lands(u64::from(k)) => Err(format!("a jump of {k} past the end")),
         Op::Jump(_, _, jt, jf) if !lands(u64::from(jt)) || !lands(u64::from(jf)) => {
             Err(format!("a jump ({jt} or {jf}) past the end"))
@@ -517,6 +522,10 @@ mod tests {
                 "at instruction 0: a jump (1 or 0) past the end (`21 1 0 0`)",
             ),
             ("2,5 0 0 1,6 0 0 0", "a jump of 1 past the end"),
+            (
+                "2,5 0 0 4294967295,6 0 0 0",
+                "at instruction 0: a backward jump (-1)",
+            ),
             ("1,0 0 0 0", "last instruction must be a return"),
             ("2,96 0 0 16,6 0 0 0", "scratch memory index 16"),
             ("2,52 0 0 0,6 0 0 0", "division by a constant 0"),
