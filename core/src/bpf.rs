@@ -46,7 +46,7 @@ impl fmt::Display for Instruction {
 /// // `tcpdump -y RAW -ddd 'ip'`, joined by commas, as iptables' `--bytecode` takes it.
 /// let ip = Bpf::from_bytecode("4,48 0 0 0,84 0 0 240,21 0 1 64,6 0 0 262144,6 0 0 0")
 ///     .unwrap_err(); // the count says 4, there are 5
-/// assert!(ip.to_string().contains("5 instructions"));
+/// assert!(ip.to_string().contains("the count says 4 instructions, there are 5"));
 /// let ip = Bpf::from_bytecode("5,48 0 0 0,84 0 0 240,21 0 1 64,6 0 0 262144,6 0 0 0")?;
 /// assert!(ip.matches(&[0x45; 20]));
 /// assert!(!ip.matches(&[0x60; 40]));
