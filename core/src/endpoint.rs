@@ -39,6 +39,8 @@ pub enum Peer {
     },
     /// A TCP peer.
     Tcp(SocketAddr),
+    /// A request a host's own server handed over, which did not say who sent it.
+    Unknown,
 }
 
 impl fmt::Display for Peer {
@@ -55,6 +57,7 @@ impl fmt::Display for Peer {
                 Ok(())
             }
             Peer::Tcp(addr) => write!(f, "tcp {addr}"),
+            Peer::Unknown => f.write_str("unknown (the host's server did not say)"),
         }
     }
 }
@@ -100,6 +103,8 @@ impl Verdict {
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
     tcp: Option<TcpPolicy>,
+    /// Mounted in a host's router, which chose the path already.
+    any_path: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -112,7 +117,18 @@ impl Policy {
     /// A Unix socket: the file's mode already decided who connects; no Host or token
     /// check.
     pub fn unix() -> Policy {
-        Policy { tcp: None }
+        Policy::default()
+    }
+
+    /// Mounted in a daemon's own HTTP server (axum's `route_service`, a hyper or tower
+    /// stack): the host's router picked the path, and its middleware (TLS, auth, Host
+    /// checks) decided who gets here. Method, body and options are checked as
+    /// everywhere.
+    pub fn mounted() -> Policy {
+        Policy {
+            tcp: None,
+            any_path: true,
+        }
     }
 
     /// TCP on `local`: requests must name a loopback host, `local`'s address or one of
@@ -137,6 +153,7 @@ impl Policy {
         }
         Ok(Policy {
             tcp: Some(TcpPolicy { token, hosts }),
+            any_path: false,
         })
     }
 
@@ -159,7 +176,7 @@ impl Policy {
                 }
             }
         }
-        if request.path != CAPTURE_PATH {
+        if !self.any_path && request.path != CAPTURE_PATH {
             return Verdict::refuse(
                 404,
                 format!(
@@ -437,6 +454,30 @@ mod tests {
         assert_eq!(
             parse_query("format=%70cap").unwrap().get_format(),
             Format::Pcap
+        );
+    }
+
+    #[test]
+    fn a_mounted_endpoint_takes_any_path_and_checks_the_rest() {
+        let mounted = Policy::mounted();
+        let at = |method, path, query| Request {
+            method,
+            path,
+            query: Some(query),
+            ..Request::default()
+        };
+        assert_eq!(
+            status(mounted.decide(&at("POST", "/debug/capture", "format=pcapng"))),
+            200
+        );
+        assert_eq!(
+            status(mounted.decide(&at("GET", "/debug/capture", ""))),
+            405
+        );
+        assert_eq!(status(mounted.decide(&at("POST", "/x", "snaplen=0"))), 400);
+        assert_eq!(
+            status(Policy::unix().decide(&at("POST", "/debug/capture", ""))),
+            404
         );
     }
 

@@ -1,45 +1,52 @@
 //! Streaming one output into a writer.
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::{pin, Pin};
 use std::task::Poll;
 
 use bytes::{Buf, Bytes};
-use futures_lite::future::poll_fn;
-use futures_lite::{AsyncWrite, AsyncWriteExt};
+use hyper::rt::Write;
 use pcapcast_core::{OutputStats, Subscription, WriteError};
 
-use crate::Timed;
+use crate::{Runtime, Timed};
 
 /// Writes one output into `writer` until the capture closes: the file header, then
 /// records in few large (vectored) writes, flushed on the core's schedule. At the end
-/// it flushes and closes the writer and returns the output's counters.
+/// it flushes and shuts down the writer and returns the output's counters.
+///
+/// The glue crates call it with the runtime's own writers (`pcapcast_smol::stream_to`
+/// takes a `futures-io` writer, `pcapcast_tokio::stream_to` a tokio one).
 ///
 /// # Errors
 ///
 /// A [`WriteError`] when the writer fails; the output is detached, and the capture and
 /// its other outputs go on.
-pub async fn stream_to<W>(subscription: Subscription, writer: W) -> Result<OutputStats, WriteError>
+pub async fn stream_to<R, W>(
+    subscription: Subscription,
+    writer: W,
+) -> Result<OutputStats, WriteError>
 where
-    W: AsyncWrite + Unpin,
+    R: Runtime,
+    W: Write + Unpin,
 {
-    stream_until(subscription, writer, std::future::pending()).await
+    stream_until::<R, W, _>(subscription, writer, std::future::pending()).await
 }
 
 /// [`stream_to`], ended early by `hang_up`'s error if it resolves while the output
 /// waits for records.
-pub(crate) async fn stream_until<W, H>(
+pub(crate) async fn stream_until<R, W, H>(
     subscription: Subscription,
     mut writer: W,
     hang_up: H,
 ) -> Result<OutputStats, WriteError>
 where
-    W: AsyncWrite + Unpin,
+    R: Runtime,
+    W: Write + Unpin,
     H: Future<Output = io::Error>,
 {
-    let mut timed = Timed::new(subscription);
+    let mut timed = Timed::<R>::new(subscription);
     let mut pieces = VecDeque::new();
     let mut hang_up = pin!(hang_up);
     let result = async {
@@ -49,9 +56,9 @@ where
                 pieces.push_back(more);
             }
             write_pieces(&mut writer, &mut pieces).await?;
-            writer.flush().await?;
+            poll_fn(|cx| Pin::new(&mut writer).poll_flush(cx)).await?;
         }
-        writer.close().await
+        poll_fn(|cx| Pin::new(&mut writer).poll_shutdown(cx)).await
     }
     .await;
     let stats = timed.subscription().stats();
@@ -63,8 +70,12 @@ where
 
 /// The next bytes due, or the hang-up's error. The watch is polled only while nothing
 /// is due, so a busy stream does not pay for it.
-async fn due_or_hang_up<H>(timed: &mut Timed, mut hang_up: Pin<&mut H>) -> io::Result<Option<Bytes>>
+async fn due_or_hang_up<R, H>(
+    timed: &mut Timed<R>,
+    mut hang_up: Pin<&mut H>,
+) -> io::Result<Option<Bytes>>
 where
+    R: Runtime,
     H: Future<Output = io::Error>,
 {
     poll_fn(|cx| match timed.poll_due(cx) {
@@ -75,18 +86,22 @@ where
 }
 
 /// Writes every piece, many per system call.
-async fn write_pieces<W: AsyncWrite + Unpin>(
+async fn write_pieces<W: Write + Unpin>(
     writer: &mut W,
     pieces: &mut VecDeque<Bytes>,
 ) -> io::Result<()> {
     const MAX_SLICES: usize = 64;
     while !pieces.is_empty() {
-        let slices: Vec<IoSlice<'_>> = pieces
-            .iter()
-            .take(MAX_SLICES)
-            .map(|p| IoSlice::new(p))
-            .collect();
-        let mut written = writer.write_vectored(&slices).await?;
+        let mut written = poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let used = pieces
+                .iter()
+                .zip(slices.iter_mut())
+                .map(|(piece, slice)| *slice = IoSlice::new(piece))
+                .count();
+            Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..used])
+        })
+        .await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }

@@ -1,28 +1,28 @@
-//! A subscription with a smol timer for its flush schedule.
+//! A subscription with a runtime's timer for its flush schedule.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use async_io::Timer;
 use bytes::Bytes;
 use pcapcast_core::Subscription;
 
+use crate::wait::Deadline;
+use crate::Runtime;
+
 /// A [`Subscription`] whose held-back records are handed out when the core's flush
-/// schedule says so, with an `async-io` timer to wake the task then.
+/// schedule says so, with `R`'s timer to wake the task then.
 #[derive(Debug)]
-pub struct Timed {
+pub struct Timed<R: Runtime> {
     subscription: Subscription,
-    timer: Timer,
+    deadline: Deadline<R>,
 }
 
-impl Timed {
+impl<R: Runtime> Timed<R> {
     /// Wraps a subscription.
-    pub fn new(subscription: Subscription) -> Timed {
+    pub fn new(subscription: Subscription) -> Timed<R> {
         Timed {
             subscription,
-            timer: Timer::never(),
+            deadline: Deadline::new(&R::default()),
         }
     }
 
@@ -41,8 +41,7 @@ impl Timed {
             let Some(due) = self.subscription.poll_timeout() else {
                 return Poll::Pending;
             };
-            self.timer.set_at(due);
-            if Pin::new(&mut self.timer).poll(cx).is_pending() {
+            if self.deadline.poll_at(due, cx).is_pending() {
                 return Poll::Pending;
             }
         }

@@ -2,15 +2,15 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use async_io::Async;
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
 
-use crate::Connection;
+use crate::wait::readable;
+use crate::Runtime;
 
 /// Resolves, with the reason, once the client at the other end of a connection has
 /// closed it, shut down its sending side, or reset it. What the client sends before
@@ -23,11 +23,12 @@ use crate::Connection;
 pub(crate) struct HangUp(Option<Pin<Box<dyn Future<Output = io::Error> + Send>>>);
 
 impl HangUp {
-    /// Watches `connection`. When that fails (out of descriptors) the client is still
-    /// served, and noticed leaving at the next failed write.
-    pub(crate) fn watch(connection: &Connection) -> HangUp {
-        match connection.duplicate_fd().and_then(Async::new) {
-            Ok(socket) => HangUp(Some(Box::pin(watch(socket)))),
+    /// Watches the connection `duplicate` is a second descriptor of. When there is no
+    /// duplicate (descriptors ran out) the client is still served, and noticed leaving
+    /// at the next failed write.
+    pub(crate) fn watch<R: Runtime>(runtime: &R, duplicate: io::Result<OwnedFd>) -> HangUp {
+        match duplicate.and_then(|fd| runtime.readiness(fd)) {
+            Ok(readiness) => HangUp(Some(Box::pin(watch(runtime.clone(), readiness)))),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the client for leaving");
                 HangUp(None)
@@ -47,20 +48,22 @@ impl Future for HangUp {
     }
 }
 
-async fn watch(socket: Async<OwnedFd>) -> io::Error {
+async fn watch<R: Runtime>(runtime: R, readiness: R::Readiness) -> io::Error {
     let mut scratch = [0u8; 512];
     loop {
-        if let Err(e) = socket.readable().await {
-            return e;
-        }
-        match rustix::net::recv(socket.get_ref(), &mut scratch[..], RecvFlags::DONTWAIT) {
+        match rustix::net::recv(readiness.as_fd(), &mut scratch[..], RecvFlags::DONTWAIT) {
             Ok((0, _)) => {
                 return io::Error::new(
                     io::ErrorKind::ConnectionAborted,
                     "the client closed its end of the connection",
                 )
             }
-            Ok(_) | Err(Errno::AGAIN | Errno::INTR) => {}
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => {
+                if let Err(e) = readable(&runtime, &readiness).await {
+                    return e;
+                }
+            }
             Err(e) => return e.into(),
         }
     }

@@ -1,0 +1,321 @@
+//! The HTTP capture endpoint: its own server, or a service mounted in the daemon's.
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::io;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::{Either, Full};
+use hyper::header::{
+    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE,
+    HOST, TRANSFER_ENCODING,
+};
+use hyper::server::conn::http1;
+use hyper::{Request, Response, StatusCode};
+use pcapcast_core::endpoint::{self, Peer, Policy, Verdict};
+use pcapcast_core::{Capture, Error, Subscription};
+
+use crate::{Listener, Runtime, Timed};
+
+/// Serves a capture over HTTP/1.1 on a listener of its own: `POST
+/// /capture?format=...&snaplen=...&paths=...&bpf=...` streams it as the response body.
+/// The answers come from [`pcapcast_core::endpoint::Policy`]; every attach and detach is
+/// logged with the peer (its uid on a Unix socket, its address on TCP) and the options.
+#[derive(Debug, Clone)]
+pub struct HttpServer<R: Runtime> {
+    capture: Capture,
+    token: Option<String>,
+    hosts: Vec<String>,
+    header_timeout: Duration,
+    runtime: PhantomData<R>,
+}
+
+impl<R: Runtime> HttpServer<R> {
+    /// A server for `capture`, with no token and a 10 s limit for request headers.
+    pub fn new(capture: Capture) -> HttpServer<R> {
+        HttpServer {
+            capture,
+            token: None,
+            hosts: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            runtime: PhantomData,
+        }
+    }
+
+    /// Requires `Authorization: Bearer TOKEN` on TCP; needed to listen off loopback.
+    pub fn token(mut self, token: impl Into<String>) -> HttpServer<R> {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Accepts this name in the Host header of TCP requests, besides loopback names.
+    pub fn allow_host(mut self, host: impl Into<String>) -> HttpServer<R> {
+        self.hosts.push(host.into());
+        self
+    }
+
+    /// How long a client may take to send its request headers.
+    pub fn header_timeout(mut self, timeout: Duration) -> HttpServer<R> {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// Serves connections from `listener` until accepting fails.
+    ///
+    /// Each connection runs in a task of its own, spawned on the runtime: dropping this
+    /// future stops accepting, and the connections already served go on until their
+    /// clients leave or [`Capture::close`] ends their streams.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a TCP listener off loopback without a token, or an error of
+    /// accept that retrying cannot cure (a client gone early is skipped; descriptors
+    /// running out pause it).
+    pub async fn serve(self, listener: Listener<R>) -> io::Result<()> {
+        let policy = match listener.tcp_addr() {
+            Some(addr) => Policy::tcp(addr, self.token, self.hosts)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+            None => Policy::unix(),
+        };
+        let service = CaptureService::<R>::with_policy(self.capture, policy);
+        let runtime = listener.runtime().clone();
+        tracing::info!(listen = %listener.describe(), "capture endpoint ready");
+        loop {
+            let (stream, peer) = listener.accept_next().await?;
+            let stream = match runtime.stream(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "connection dropped");
+                    continue;
+                }
+            };
+            let service = service.for_peer(peer.clone());
+            let timeout = self.header_timeout;
+            let timer = runtime.timer();
+            runtime.spawn(async move {
+                let served = http1::Builder::new()
+                    .timer(timer)
+                    .header_read_timeout(timeout)
+                    .serve_connection(stream, service)
+                    .await;
+                if let Err(e) = served {
+                    tracing::debug!(%peer, error = %e, "connection ended");
+                }
+            });
+        }
+    }
+}
+
+/// The capture endpoint as a service, to mount in a daemon's own HTTP server: a
+/// [`tower_service::Service`] (axum's `Router::route_service`) and a
+/// [`hyper::service::Service`]. It answers as [`HttpServer`] does (the same options,
+/// statuses and attach/detach logs) on whatever path the host routes to it; the host's
+/// own middleware (TLS, authentication) decides who reaches it. The peer named in the
+/// logs is a [`Peer`] or a [`SocketAddr`] the host put in the request's extensions
+/// (axum users: see `ConnectInfo`), else unknown.
+///
+/// # Examples
+///
+/// ```
+/// use pcapcast_core::Capture;
+/// use pcapcast_serve::CaptureService;
+/// # #[derive(Clone, Debug, Default)] struct MyRuntime;
+/// # fn doc<R: pcapcast_serve::Runtime>() {
+/// let service = CaptureService::<R>::new(Capture::new());
+/// // axum: Router::new().route_service("/debug/capture", service)
+/// # let _ = service; }
+/// ```
+#[derive(Debug)]
+pub struct CaptureService<R: Runtime> {
+    shared: Arc<Shared>,
+    peer: Option<Peer>,
+    runtime: PhantomData<R>,
+}
+
+impl<R: Runtime> Clone for CaptureService<R> {
+    fn clone(&self) -> Self {
+        CaptureService {
+            shared: Arc::clone(&self.shared),
+            peer: self.peer.clone(),
+            runtime: PhantomData,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    capture: Capture,
+    policy: Policy,
+}
+
+/// The body of a capture response: the stream, or a refusal's one line.
+pub type ResponseBody<R> = Either<CaptureBody<R>, Full<Bytes>>;
+
+impl<R: Runtime> CaptureService<R> {
+    /// The endpoint for `capture`, mounted: any path, no Host or token check of its own
+    /// ([`Policy::mounted`]).
+    pub fn new(capture: Capture) -> CaptureService<R> {
+        CaptureService::with_policy(capture, Policy::mounted())
+    }
+
+    /// The endpoint for `capture` under `policy`.
+    pub fn with_policy(capture: Capture, policy: Policy) -> CaptureService<R> {
+        CaptureService {
+            shared: Arc::new(Shared { capture, policy }),
+            peer: None,
+            runtime: PhantomData,
+        }
+    }
+
+    fn for_peer(&self, peer: Peer) -> CaptureService<R> {
+        CaptureService {
+            peer: Some(peer),
+            ..self.clone()
+        }
+    }
+
+    /// Answers one request.
+    pub fn respond<B>(&self, request: &Request<B>) -> Response<ResponseBody<R>> {
+        let extensions = request.extensions();
+        let peer = self
+            .peer
+            .clone()
+            .or_else(|| extensions.get::<Peer>().cloned())
+            .or_else(|| extensions.get::<SocketAddr>().map(|a| Peer::Tcp(*a)))
+            .unwrap_or(Peer::Unknown);
+        let headers = request.headers();
+        let has_body = headers.contains_key(TRANSFER_ENCODING)
+            || single(headers, CONTENT_LENGTH).is_some_and(|len| len.trim() != "0");
+        let asked = endpoint::Request {
+            method: request.method().as_str(),
+            path: request.uri().path(),
+            query: request.uri().query(),
+            host: single(headers, HOST),
+            authorization: single(headers, AUTHORIZATION),
+            has_body,
+        };
+        let options = match self.shared.policy.decide(&asked) {
+            Verdict::Capture(options) => options,
+            Verdict::Refuse { status, reason } => {
+                tracing::warn!(%peer, status, %reason, "capture refused");
+                return refusal(status, &reason);
+            }
+        };
+        match self.shared.capture.try_subscribe(options.clone()) {
+            Ok(subscription) => {
+                tracing::info!(%peer, options = %endpoint::to_query(&options), "capture attached");
+                let body = CaptureBody::new(subscription, peer);
+                let mut response = Response::new(Either::Left(body));
+                let headers = response.headers_mut();
+                let media_type = options.get_format().media_type();
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static(media_type));
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
+            Err(e @ (Error::TooManyOutputs { .. } | Error::Closed)) => {
+                tracing::warn!(%peer, error = %e, "capture refused");
+                refusal(503, &e.to_string())
+            }
+            Err(e) => refusal(500, &e.to_string()),
+        }
+    }
+}
+
+impl<R: Runtime, B> hyper::service::Service<Request<B>> for CaptureService<R> {
+    type Response = Response<ResponseBody<R>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn call(&self, request: Request<B>) -> Self::Future {
+        ready(Ok(self.respond(&request)))
+    }
+}
+
+impl<R: Runtime, B> tower_service::Service<Request<B>> for CaptureService<R> {
+    type Response = Response<ResponseBody<R>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        ready(Ok(self.respond(&request)))
+    }
+}
+
+fn single(headers: &HeaderMap, name: hyper::header::HeaderName) -> Option<&str> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => value.to_str().ok(),
+        _ => None,
+    }
+}
+
+fn refusal<R: Runtime>(status: u16, reason: &str) -> Response<ResponseBody<R>> {
+    let body = Full::new(Bytes::from(format!("{reason}\n")));
+    let mut response = Response::new(Either::Right(body));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    let text = HeaderValue::from_static("text/plain; charset=utf-8");
+    headers.insert(CONTENT_TYPE, text);
+    if status == 405 {
+        headers.insert(ALLOW, HeaderValue::from_static("POST"));
+    }
+    response
+}
+
+/// The response body of a capture: the output's bytes, handed out on the core's flush
+/// schedule.
+#[derive(Debug)]
+pub struct CaptureBody<R: Runtime> {
+    timed: Timed<R>,
+    peer: Peer,
+}
+
+impl<R: Runtime> CaptureBody<R> {
+    /// A body streaming `subscription`; `peer` is named in the detach log.
+    pub fn new(subscription: Subscription, peer: Peer) -> CaptureBody<R> {
+        CaptureBody {
+            timed: Timed::new(subscription),
+            peer,
+        }
+    }
+}
+
+impl<R: Runtime> Body for CaptureBody<R> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.get_mut()
+            .timed
+            .poll_due(cx)
+            .map(|bytes| bytes.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+impl<R: Runtime> Drop for CaptureBody<R> {
+    fn drop(&mut self) {
+        let stats = self.timed.subscription().stats();
+        tracing::info!(
+            peer = %self.peer,
+            records = stats.records,
+            bytes = stats.bytes,
+            dropped = stats.dropped,
+            "capture detached"
+        );
+    }
+}

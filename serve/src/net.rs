@@ -1,0 +1,236 @@
+//! Listeners for the capture endpoints: a Unix socket only its owner can open, or TCP;
+//! accepting that rides out the errors a retry can cure.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path as FsPath, PathBuf};
+use std::time::{Duration, Instant};
+
+use pcapcast_core::endpoint::Peer;
+use rustix::io::Errno;
+
+use crate::runtime::StdStream;
+use crate::wait::{readable, sleep_until};
+use crate::Runtime;
+
+/// How long accepting pauses when descriptors or memory run out.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Where a capture endpoint listens, on runtime `R`.
+#[derive(Debug)]
+pub struct Listener<R: Runtime> {
+    socket: Socket,
+    readiness: R::Readiness,
+    runtime: R,
+}
+
+#[derive(Debug)]
+enum Socket {
+    /// Its file is removed when the listener is dropped.
+    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener),
+}
+
+impl<R: Runtime> Listener<R> {
+    /// Listens on a Unix socket at `path` that only this user can open (mode 0600). The
+    /// socket is made under a temporary name, restricted, then renamed into place, so
+    /// that no one can connect before its mode is set. A stale socket left by a dead
+    /// daemon is replaced; a live one, or any other file, is an error.
+    ///
+    /// # Errors
+    ///
+    /// `AddrInUse` when a daemon already listens there, `AlreadyExists` when `path` is
+    /// not a socket, or the error of bind, chmod or rename.
+    pub fn bind_unix(path: impl AsRef<FsPath>) -> io::Result<Listener<R>> {
+        let path = path.as_ref();
+        check_unix_path(path)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let listener = UnixListener::bind(&tmp)?;
+        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let socket = Socket::Unix(listener, path.to_owned());
+        Listener::register(socket)
+    }
+
+    /// Listens on TCP.
+    ///
+    /// # Errors
+    ///
+    /// The error of bind.
+    pub async fn bind_tcp(addr: SocketAddr) -> io::Result<Listener<R>> {
+        Listener::register(Socket::Tcp(TcpListener::bind(addr)?))
+    }
+
+    fn register(socket: Socket) -> io::Result<Listener<R>> {
+        let fd = match &socket {
+            Socket::Unix(l, _) => {
+                l.set_nonblocking(true)?;
+                l.as_fd().try_clone_to_owned()?
+            }
+            Socket::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                l.as_fd().try_clone_to_owned()?
+            }
+        };
+        let runtime = R::default();
+        Ok(Listener {
+            readiness: runtime.readiness(fd)?,
+            socket,
+            runtime,
+        })
+    }
+
+    /// The local TCP address, for a TCP listener.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match &self.socket {
+            Socket::Tcp(l) => l.local_addr().ok(),
+            Socket::Unix(..) => None,
+        }
+    }
+
+    /// Where it listens, for logs and messages: `unix:PATH` or `tcp:ADDR`.
+    pub fn describe(&self) -> String {
+        match (&self.socket, self.tcp_addr()) {
+            (Socket::Unix(_, path), _) => format!("unix:{}", path.display()),
+            (Socket::Tcp(_), Some(addr)) => format!("tcp:{addr}"),
+            (Socket::Tcp(_), None) => "tcp:?".into(),
+        }
+    }
+
+    /// Accepts a connection and says who is at the other end: its uid and pid on a Unix
+    /// socket, where the system tells them, its address on TCP.
+    ///
+    /// # Errors
+    ///
+    /// The error of accept.
+    pub async fn accept(&self) -> io::Result<(R::Stream, Peer)> {
+        let (stream, peer) = self.accept_std().await?;
+        Ok((self.runtime.stream(stream)?, peer))
+    }
+
+    async fn accept_std(&self) -> io::Result<(StdStream, Peer)> {
+        loop {
+            let accepted = match &self.socket {
+                Socket::Unix(l, _) => l.accept().map(|(s, _)| {
+                    let peer = unix_peer(&s);
+                    (StdStream::Unix(s), peer)
+                }),
+                Socket::Tcp(l) => l.accept().map(|(s, a)| (StdStream::Tcp(s), Peer::Tcp(a))),
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    set_nonblocking(&stream)?;
+                    return Ok((stream, peer));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    readable(&self.runtime, &self.readiness).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Accepts the next connection, riding out the errors after which accepting again
+    /// can succeed. A client gone before it was accepted, or a network error that
+    /// accept(2) passes on from the pending connection, is skipped at once; when
+    /// descriptors or memory run out it pauses, since the connection still waiting
+    /// would make accept fail again at once.
+    pub(crate) async fn accept_next(&self) -> io::Result<(StdStream, Peer)> {
+        loop {
+            let e = match self.accept_std().await {
+                Ok(accepted) => return Ok(accepted),
+                Err(e) => e,
+            };
+            match Errno::from_io_error(&e) {
+                Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
+                    tracing::warn!(error = %e, "accept failed; pausing");
+                    sleep_until(&self.runtime, Instant::now() + ACCEPT_PAUSE).await;
+                }
+                Some(
+                    Errno::NETDOWN
+                    | Errno::PROTO
+                    | Errno::NOPROTOOPT
+                    | Errno::HOSTDOWN
+                    | Errno::NONET
+                    | Errno::HOSTUNREACH
+                    | Errno::OPNOTSUPP
+                    | Errno::NETUNREACH,
+                ) => tracing::debug!(error = %e, "accept failed"),
+                _ if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) =>
+                {
+                    tracing::debug!(error = %e, "accept failed")
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// The runtime this listener was registered with.
+    pub(crate) fn runtime(&self) -> &R {
+        &self.runtime
+    }
+}
+
+impl<R: Runtime> Drop for Listener<R> {
+    fn drop(&mut self) {
+        if let Socket::Unix(_, path) = &self.socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn unix_peer(stream: &UnixStream) -> Peer {
+    let cred = rustix::net::sockopt::socket_peercred(stream).ok();
+    Peer::Unix {
+        uid: cred.map(|c| c.uid.as_raw()),
+        pid: cred.map(|c| c.pid.as_raw_nonzero().get()),
+    }
+}
+
+fn set_nonblocking(stream: &StdStream) -> io::Result<()> {
+    match stream {
+        StdStream::Unix(s) => s.set_nonblocking(true),
+        StdStream::Tcp(s) => s.set_nonblocking(true),
+    }
+}
+
+/// A second descriptor for a connection, to watch it while the first is written to.
+pub(crate) fn duplicate(stream: &StdStream) -> io::Result<OwnedFd> {
+    match stream {
+        StdStream::Unix(s) => s.as_fd().try_clone_to_owned(),
+        StdStream::Tcp(s) => s.as_fd().try_clone_to_owned(),
+    }
+}
+
+/// Refuses to replace a live socket or a file that is not a socket; removes a stale one.
+fn check_unix_path(path: &FsPath) -> io::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("a daemon already listens on {}", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
+}

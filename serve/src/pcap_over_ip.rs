@@ -1,0 +1,66 @@
+//! PCAP-over-IP: every connection gets the seed-format stream at once.
+
+use std::io;
+
+use pcapcast_core::{Capture, Options};
+
+use crate::hang_up::HangUp;
+use crate::net::duplicate;
+use crate::write::stream_until;
+use crate::{Listener, Runtime};
+
+/// Serves the seed-format stream to every connection on `listener`, as
+/// `tshark -i TCP@HOST:PORT` expects. The stream carries no authentication, so a TCP
+/// listener must be on loopback; a Unix socket made by [`Listener::bind_unix`] is
+/// private to its user.
+///
+/// Clients are expected to send nothing: what they send is discarded, and one that
+/// closes its sending side is taken to have left, so its output is detached even when
+/// the datapath is quiet. Each connection runs in a task of its own, spawned on the
+/// runtime; dropping this future stops accepting, and [`Capture::close`] ends the
+/// streams.
+///
+/// # Errors
+///
+/// `InvalidInput` for a TCP listener off loopback, or an error of accept that retrying
+/// cannot cure (a client gone early is skipped; descriptors running out pause it).
+pub async fn serve_pcap_over_ip<R: Runtime>(
+    capture: Capture,
+    listener: Listener<R>,
+) -> io::Result<()> {
+    if let Some(addr) = listener.tcp_addr() {
+        if !addr.ip().is_loopback() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("PCAP-over-IP has no authentication: listen on loopback, not {addr}"),
+            ));
+        }
+    }
+    let runtime = listener.runtime().clone();
+    tracing::info!(listen = %listener.describe(), "PCAP-over-IP ready");
+    loop {
+        let (stream, peer) = listener.accept_next().await?;
+        let subscription = match capture.try_subscribe(Options::default()) {
+            Ok(subscription) => subscription,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "PCAP-over-IP output refused");
+                continue;
+            }
+        };
+        tracing::info!(%peer, "PCAP-over-IP output attached");
+        let hang_up = HangUp::watch(&runtime, duplicate(&stream));
+        let stream = match runtime.stream(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "PCAP-over-IP connection dropped");
+                continue;
+            }
+        };
+        runtime.spawn(async move {
+            match stream_until::<R, _, _>(subscription, stream, hang_up).await {
+                Ok(stats) => tracing::info!(%peer, records = stats.records, dropped = stats.dropped, "PCAP-over-IP output ended"),
+                Err(e) => tracing::info!(%peer, records = e.stats.records, dropped = e.stats.dropped, error = %e.source, "PCAP-over-IP output detached"),
+            }
+        });
+    }
+}
