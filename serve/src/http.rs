@@ -98,10 +98,9 @@ impl<R: Runtime> HttpServer<R> {
             };
             let service = service.for_peer(peer.clone());
             let timeout = self.header_timeout;
-            let timer = runtime.timer();
             runtime.spawn(async move {
                 let served = http1::Builder::new()
-                    .timer(timer)
+                    .timer(R::Timer::default())
                     .header_read_timeout(timeout)
                     .serve_connection(stream, service)
                     .await;

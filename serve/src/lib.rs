@@ -46,3 +46,42 @@ pub use runtime::{Runtime, StdStream};
 pub use socket::Socket;
 pub use timed::Timed;
 pub use write::stream_to;
+
+#[doc(hidden)]
+pub use pcapcast_core;
+
+/// Names the shared layer's types for one runtime and writes its `stream_to`, as a glue
+/// crate exports them: `runtime_glue!(Smol, futures_lite::AsyncWrite, FuturesIo::new)`
+/// gives `HttpServer` (= `HttpServer<Smol>`), `CaptureService`, `CaptureBody`,
+/// `Listener`, `Timed`, and `stream_to` over the runtime's own writer trait, wrapped
+/// into hyper's I/O traits by the third argument.
+#[macro_export]
+macro_rules! runtime_glue {
+    ($runtime:ty, $write:path, $wrap:path) => {
+        /// Serves a capture over HTTP/1.1 on a listener of its own.
+        pub type HttpServer = $crate::HttpServer<$runtime>;
+        /// The capture endpoint as a tower and hyper service, to mount in a daemon's own
+        /// server (axum: `Router::route_service`).
+        pub type CaptureService = $crate::CaptureService<$runtime>;
+        /// The response body of a capture.
+        pub type CaptureBody = $crate::CaptureBody<$runtime>;
+        /// A Unix-socket or TCP listener for the capture endpoints.
+        pub type Listener = $crate::Listener<$runtime>;
+        /// A subscription with the runtime's timer for its flush schedule.
+        pub type Timed = $crate::Timed<$runtime>;
+
+        /// Writes one output into `writer` until the capture closes, flushed on the
+        /// core's schedule; then flushes and shuts it down.
+        ///
+        /// # Errors
+        ///
+        /// A [`WriteError`]($crate::pcapcast_core::WriteError) when the writer fails; the output
+        /// is detached, and the capture and its other outputs go on.
+        pub async fn stream_to<W: $write + Unpin>(
+            subscription: $crate::pcapcast_core::Subscription,
+            writer: W,
+        ) -> Result<$crate::pcapcast_core::OutputStats, $crate::pcapcast_core::WriteError> {
+            $crate::stream_to::<$runtime, _>(subscription, $wrap(writer)).await
+        }
+    };
+}

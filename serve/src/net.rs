@@ -152,7 +152,7 @@ impl<R: Runtime> Listener<R> {
             match Errno::from_io_error(&e) {
                 Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
                     tracing::warn!(error = %e, "accept failed; pausing");
-                    sleep_until(&self.runtime, Instant::now() + ACCEPT_PAUSE).await;
+                    sleep_until::<R>(Instant::now() + ACCEPT_PAUSE).await;
                 }
                 Some(
                     Errno::NETDOWN

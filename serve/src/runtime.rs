@@ -27,15 +27,10 @@ pub trait Runtime: Clone + Default + Debug + Send + Sync + Unpin + 'static {
     /// A descriptor registered with the runtime's reactor, to wait until it is readable.
     type Readiness: AsFd + Debug + Send + Sync + Unpin + 'static;
     /// The runtime's timer, in hyper's trait.
-    type Timer: hyper::rt::Timer + Clone + Send + Sync + Unpin + 'static;
-
-    /// The runtime's timer.
-    fn timer(&self) -> Self::Timer;
+    type Timer: hyper::rt::Timer + Clone + Default + Send + Sync + Unpin + 'static;
 
     /// Runs `task` to its end in the background.
-    fn spawn<F>(&self, task: F)
-    where
-        F: Future<Output = ()> + Send + 'static;
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F);
 
     /// Registers a non-blocking descriptor (a listener, or a duplicate of a connection)
     /// for read readiness.

@@ -22,7 +22,7 @@ impl<R: Runtime> Timed<R> {
     pub fn new(subscription: Subscription) -> Timed<R> {
         Timed {
             subscription,
-            deadline: Deadline::new(&R::default()),
+            deadline: Deadline::new(),
         }
     }
 

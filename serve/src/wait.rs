@@ -11,8 +11,8 @@ use hyper::rt::{Sleep, Timer};
 use crate::Runtime;
 
 /// Resolves at `at`.
-pub(crate) async fn sleep_until<R: Runtime>(runtime: &R, at: Instant) {
-    runtime.timer().sleep_until(at).await;
+pub(crate) async fn sleep_until<R: Runtime>(at: Instant) {
+    R::Timer::default().sleep_until(at).await;
 }
 
 /// Resolves once `readiness` may be readable.
@@ -27,9 +27,9 @@ pub(crate) struct Deadline<R: Runtime> {
 }
 
 impl<R: Runtime> Deadline<R> {
-    pub(crate) fn new(runtime: &R) -> Deadline<R> {
+    pub(crate) fn new() -> Deadline<R> {
         Deadline {
-            timer: runtime.timer(),
+            timer: R::Timer::default(),
             sleep: None,
         }
     }

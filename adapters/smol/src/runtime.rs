@@ -25,14 +25,7 @@ impl Runtime for Smol {
     type Readiness = Async<OwnedFd>;
     type Timer = SmolTimer;
 
-    fn timer(&self) -> SmolTimer {
-        SmolTimer::new()
-    }
-
-    fn spawn<F>(&self, task: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
         smol::spawn(task).detach();
     }
 

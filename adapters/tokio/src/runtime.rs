@@ -24,14 +24,7 @@ impl Runtime for Tokio {
     type Readiness = AsyncFd<OwnedFd>;
     type Timer = TokioTimer;
 
-    fn timer(&self) -> TokioTimer {
-        TokioTimer::new()
-    }
-
-    fn spawn<F>(&self, task: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
         tokio::spawn(task);
     }
 
