@@ -124,12 +124,14 @@ impl<R: Runtime> HttpServer<R> {
 ///
 /// ```
 /// use pcapcast_core::Capture;
-/// use pcapcast_serve::CaptureService;
-/// # #[derive(Clone, Debug, Default)] struct MyRuntime;
-/// # fn doc<R: pcapcast_serve::Runtime>() {
-/// let service = CaptureService::<R>::new(Capture::new());
-/// // axum: Router::new().route_service("/debug/capture", service)
-/// # let _ = service; }
+/// use pcapcast_serve::{CaptureService, Runtime};
+///
+/// // Each glue crate names it for its runtime: `pcapcast_tokio::CaptureService`. In
+/// // axum: `Router::new().route_service("/debug/capture", service)`; the tokio crate's
+/// // `axum` example does so, and its test asks it with curl.
+/// fn mount<R: Runtime>(capture: Capture) -> CaptureService<R> {
+///     CaptureService::new(capture)
+/// }
 /// ```
 #[derive(Debug)]
 pub struct CaptureService<R: Runtime> {

@@ -16,7 +16,7 @@
 //!
 //! A runtime takes about this much (here over smol's crates, as `pcapcast-smol` does):
 //!
-//! ```ignore
+//! ```text
 //! impl Runtime for Smol {
 //!     type Stream = Socket<FuturesIo<Async<UnixStream>>, FuturesIo<Async<TcpStream>>>;
 //!     type Readiness = Async<OwnedFd>;

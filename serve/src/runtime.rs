@@ -27,7 +27,7 @@ pub trait Runtime: Clone + Default + Debug + Send + Sync + Unpin + 'static {
     /// A descriptor registered with the runtime's reactor, to wait until it is readable.
     type Readiness: AsFd + Debug + Send + Sync + Unpin + 'static;
     /// The runtime's timer, in hyper's trait.
-    type Timer: hyper::rt::Timer + Clone + Default + Send + Sync + Unpin + 'static;
+    type Timer: hyper::rt::Timer + Clone + Debug + Default + Send + Sync + Unpin + 'static;
 
     /// Runs `task` to its end in the background.
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F);

@@ -14,7 +14,7 @@ use crate::Runtime;
 #[derive(Debug)]
 pub struct Timed<R: Runtime> {
     subscription: Subscription,
-    deadline: Deadline<R>,
+    deadline: Deadline<R::Timer>,
 }
 
 impl<R: Runtime> Timed<R> {

@@ -38,7 +38,7 @@ impl Adapter for Smol {
     fn drive(outputs: Vec<Subscription>, sink: Sink) -> JoinHandle<u64> {
         use futures_lite::AsyncReadExt;
         std::thread::spawn(move || {
-            let ex = smol::LocalExecutor::new();
+            let ex = smol::Executor::new();
             let tasks: Vec<_> = outputs
                 .into_iter()
                 .map(|output| match sink {
