@@ -75,6 +75,8 @@ mod ring;
 mod signal;
 mod subscription;
 pub mod tailscale;
+#[cfg(feature = "smoltcp")]
+mod tap;
 mod time;
 
 pub use bpf::Bpf;
@@ -87,6 +89,8 @@ pub use options::{Format, Options, DEFAULT_FLUSH_INTERVAL};
 pub use path::{Direction, Path};
 pub use pcap::TsResolution;
 pub use subscription::{OutputStats, Subscription};
+#[cfg(feature = "smoltcp")]
+pub use tap::{RxToken, Tap, TxToken};
 pub use time::Timestamp;
 
 /// The crate README's examples, compiled as doctests.
