@@ -32,7 +32,9 @@
 mod hang_up;
 mod http;
 mod net;
+mod outbox;
 mod pcap_over_ip;
+mod push;
 mod runtime;
 mod socket;
 mod timed;
@@ -42,6 +44,7 @@ mod write;
 pub use http::{CaptureBody, CaptureService, HttpServer, ResponseBody};
 pub use net::Listener;
 pub use pcap_over_ip::serve_pcap_over_ip;
+pub use push::{Push, PushStats, FIRST_RETRY, MAX_RETRY};
 pub use runtime::{Runtime, StdStream};
 pub use socket::Socket;
 pub use timed::Timed;
@@ -69,6 +72,9 @@ macro_rules! runtime_glue {
         pub type Listener = $crate::Listener<$runtime>;
         /// A subscription with the runtime's timer for its flush schedule.
         pub type Timed = $crate::Timed<$runtime>;
+        /// A push to a PCAP-over-IP collector that listens (the daemon connects out).
+        pub type Push = $crate::Push<$runtime>;
+        pub use $crate::PushStats;
 
         /// Writes one output into `writer` until the capture closes, flushed on the
         /// core's schedule; then flushes and shuts it down.

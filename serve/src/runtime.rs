@@ -4,6 +4,7 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::task::{Context, Poll};
 
@@ -54,4 +55,12 @@ pub trait Runtime: Clone + Default + Debug + Send + Sync + Unpin + 'static {
     ///
     /// The reactor's error.
     fn stream(&self, stream: StdStream) -> io::Result<Self::Stream>;
+
+    /// Connects out over TCP, for pushing to a collector ([`crate::Push`]); the stream
+    /// comes back non-blocking, as [`Runtime::stream`] takes it.
+    ///
+    /// # Errors
+    ///
+    /// The connect's error.
+    fn connect_tcp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<StdStream>> + Send;
 }

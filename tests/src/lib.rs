@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use pcapcast_core::{Capture, OutputStats, Subscription, WriteError};
+use pcapcast_core::{Capture, Options, OutputStats, Subscription, WriteError};
 
 #[path = "../../core/tests/support/mod.rs"]
 pub mod read;
@@ -139,6 +139,24 @@ pub trait Runtime {
     fn serve_http(capture: Capture, endpoint: Endpoint, config: HttpConfig) -> Server;
     /// Serves `capture` over PCAP-over-IP on `endpoint`.
     fn serve_pcap_over_ip(capture: Capture, endpoint: Endpoint) -> Server;
+    /// Pushes `capture` to the PCAP-over-IP collector listening at `collector`, on a
+    /// thread of its own, until the capture closes; `backoff` is the first and the
+    /// longest wait between attempts.
+    fn push(
+        capture: Capture,
+        collector: SocketAddr,
+        options: Options,
+        backoff: (Duration, Duration),
+    ) -> Pushing;
+}
+
+/// A push running on its own thread.
+#[derive(Debug)]
+pub struct Pushing {
+    /// Its counters (the same type for both runtimes).
+    pub stats: pcapcast_smol::PushStats,
+    /// The thread, which ends with the push.
+    pub thread: JoinHandle<io::Result<()>>,
 }
 
 /// A writer for both runtimes' traits that keeps what it is given, and can fail after
@@ -300,6 +318,21 @@ impl Runtime for Smol {
             })
         })
     }
+
+    fn push(
+        capture: Capture,
+        collector: SocketAddr,
+        options: Options,
+        (first, max): (Duration, Duration),
+    ) -> Pushing {
+        let push = pcapcast_smol::Push::new(capture, collector)
+            .options(options)
+            .backoff(first, max);
+        Pushing {
+            stats: push.stats(),
+            thread: std::thread::spawn(move || smol::block_on(push.run())),
+        }
+    }
 }
 
 async fn smol_listener(endpoint: &Endpoint) -> pcapcast_smol::Listener {
@@ -378,6 +411,22 @@ impl Runtime for Tokio {
                 }
             })
         })
+    }
+
+    fn push(
+        capture: Capture,
+        collector: SocketAddr,
+        options: Options,
+        (first, max): (Duration, Duration),
+    ) -> Pushing {
+        let push = pcapcast_tokio::Push::new(capture, collector)
+            .options(options)
+            .backoff(first, max);
+        let stats: pcapcast_tokio::PushStats = push.stats();
+        Pushing {
+            stats,
+            thread: std::thread::spawn(move || tokio_runtime().block_on(push.run())),
+        }
     }
 }
 

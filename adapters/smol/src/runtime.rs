@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::task::{Context, Poll};
@@ -46,5 +46,13 @@ impl Runtime for Smol {
             StdStream::Unix(s) => Socket::Unix(FuturesIo::new(Async::new(s)?)),
             StdStream::Tcp(s) => Socket::Tcp(FuturesIo::new(Async::new(s)?)),
         })
+    }
+
+    async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<StdStream> {
+        // Out of the reactor again: `stream` registers it, as for an accepted one.
+        Async::<TcpStream>::connect(addr)
+            .await?
+            .into_inner()
+            .map(StdStream::Tcp)
     }
 }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::task::{ready, Context, Poll};
 
@@ -49,5 +50,10 @@ impl Runtime for Tokio {
             StdStream::Unix(s) => Socket::Unix(TokioIo::new(UnixStream::from_std(s)?)),
             StdStream::Tcp(s) => Socket::Tcp(TokioIo::new(TcpStream::from_std(s)?)),
         })
+    }
+
+    async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<StdStream> {
+        // `into_std` leaves it non-blocking, as `stream` wants it.
+        Ok(StdStream::Tcp(TcpStream::connect(addr).await?.into_std()?))
     }
 }
