@@ -262,8 +262,10 @@ fn tailscale_format_decodes_nat_and_disco(runtime: &str) {
         &demo.connect(),
         "--format",
         "tailscale",
+        // Disco frames come every fourth round, direct pings every eighth: 300
+        // packets span about 15 rounds.
         "-c",
-        "150",
+        "300",
         "-o",
         file.to_str().unwrap(),
     ]);
@@ -289,7 +291,7 @@ fn tailscale_format_decodes_nat_and_disco(runtime: &str) {
             "_ws.malformed",
         ],
     );
-    assert_eq!(rows.len(), 150, "{runtime}");
+    assert_eq!(rows.len(), 300, "{runtime}");
     let column = |i: usize| rows.iter().map(move |r| r[i].as_str());
     let mut names: Vec<&str> = column(0).collect();
     names.sort_unstable();
@@ -342,6 +344,60 @@ fn tailscale_format_decodes_nat_and_disco(runtime: &str) {
         "UDP checksums good after NAT"
     );
     assert!(column(11).all(str::is_empty), "malformed packets");
+}
+
+fn demo_tcp_is_a_real_conversation(runtime: &str) {
+    let dir = temp_dir("tcp");
+    let demo = Demo::start(runtime, &dir, &[]);
+    let file = dir.join("tcp.pcap");
+    let out = pcapcast(&[
+        "capture",
+        "--runtime",
+        runtime,
+        "--connect",
+        &demo.connect(),
+        "-f",
+        "tcp",
+        "-c",
+        "45",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = tshark_fields(
+        &file,
+        &[
+            "tcp.flags.syn",
+            "tcp.flags.ack",
+            "tcp.flags.fin",
+            "http.request.method",
+            "http.response.code",
+            "tcp.checksum.status",
+            "tcp.analysis.flags",
+            "tcp.stream",
+        ],
+    );
+    assert_eq!(rows.len(), 45, "{runtime}");
+    let set = |v: &str| v == "1" || v == "True";
+    let has = |test: &dyn Fn(&Vec<String>) -> bool| rows.iter().any(test);
+    assert!(has(&|r| set(&r[0]) && !set(&r[1])), "a SYN");
+    assert!(has(&|r| set(&r[0]) && set(&r[1])), "a SYN-ACK");
+    assert!(has(&|r| r[3] == "GET"), "a GET");
+    assert!(has(&|r| r[4] == "200"), "an HTTP 200");
+    assert!(has(&|r| set(&r[2])), "a FIN");
+    assert!(rows.iter().all(|r| r[5] == "1"), "TCP checksums good");
+    let flagged: Vec<&Vec<String>> = rows.iter().filter(|r| !r[6].is_empty()).collect();
+    assert!(
+        flagged.is_empty(),
+        "{runtime}: tshark's TCP analysis flags {flagged:?}"
+    );
+    // Five whole conversations of nine segments each, one after the other.
+    let streams: std::collections::BTreeSet<&str> = rows.iter().map(|r| r[7].as_str()).collect();
+    assert_eq!(streams.len(), 5, "{streams:?}");
 }
 
 fn a_filter_keeps_only_what_it_matches(runtime: &str) {
@@ -820,6 +876,7 @@ on_both_runtimes!(
     demo_capture_decodes_with_the_dissector,
     pcapng_marks_interfaces_and_directions,
     tailscale_format_decodes_nat_and_disco,
+    demo_tcp_is_a_real_conversation,
     a_filter_keeps_only_what_it_matches,
     replay_serves_a_captures_ip_packets,
     a_lagging_reader_sees_its_drops,

@@ -4,6 +4,7 @@
 
 mod datapath;
 mod replay;
+mod tcp;
 mod traffic;
 
 use std::fs::File;
@@ -186,11 +187,12 @@ fn run_datapath(capture: Capture, rate: f64) -> DatapathThread {
     let flag = Arc::clone(&stop);
     let period = Duration::from_secs_f64(1.0 / rate);
     let thread = thread::spawn(move || {
+        let mut hosts = tcp::Hosts::new(capture.clone(), SystemTime::now);
         let datapath = datapath::Datapath::new(capture, SystemTime::now);
         let mut n = 0;
         let mut next = Instant::now();
         while !flag.load(Ordering::Relaxed) {
-            traffic::round(&datapath, n);
+            traffic::round(&datapath, &mut hosts, n);
             n += 1;
             next += period;
             // Waits for the next round in steps, so that a stop is seen within 100 ms

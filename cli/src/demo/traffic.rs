@@ -1,5 +1,5 @@
 //! The two hosts at the ends of the demo datapath, and the exchanges between them:
-//! IPv4 and IPv6 UDP (some of it through NAT), a TCP connection, ICMP echo to the
+//! IPv4 and IPv6 UDP (some of it through NAT), HTTP over TCP between real stacks, ICMP echo to the
 //! datapath's service address from both sides, and discovery frames.
 
 use etherparse::PacketBuilder;
@@ -8,9 +8,10 @@ use super::datapath::{
     build, Datapath, Delivery, DNS_VIP_V4, DNS_VIP_V6, LOCAL_V4, LOCAL_V6, PEER_V4, PEER_V6,
     SERVICE_V4, SERVICE_V6,
 };
+use super::tcp::Hosts;
 
 /// Runs one round of exchanges through `datapath`; returns the packets logged.
-pub fn round(datapath: &Datapath, n: u64) -> usize {
+pub fn round(datapath: &Datapath, hosts: &mut Hosts, n: u64) -> usize {
     let mut logged = 0;
     let mut send = |from: Side, packet: Vec<u8>| {
         logged += 1;
@@ -92,47 +93,8 @@ pub fn round(datapath: &Datapath, n: u64) -> usize {
         ),
     );
 
-    // A TCP connection from the local host to the peer, with a request in it.
-    let isn = (n as u32).wrapping_mul(2_654_435_761);
-    let request: &[u8] = b"GET / HTTP/1.1\r\nHost: peer\r\n\r\n";
-    send(
-        Side::Local,
-        build(v4(local, peer).tcp(port, 80, isn, 64_240).syn(), &[]),
-    );
-    send(
-        Side::Peer,
-        build(
-            v4(peer, local)
-                .tcp(80, port, 1_000, 65_535)
-                .syn()
-                .ack(isn.wrapping_add(1)),
-            &[],
-        ),
-    );
-    send(
-        Side::Local,
-        build(
-            v4(local, peer)
-                .tcp(port, 80, isn.wrapping_add(1), 64_240)
-                .ack(1_001),
-            &[],
-        ),
-    );
-    send(
-        Side::Local,
-        build(
-            v4(local, peer)
-                .tcp(port, 80, isn.wrapping_add(1), 64_240)
-                .psh()
-                .ack(1_001),
-            request,
-        ),
-    );
-    let acked = isn.wrapping_add(1).wrapping_add(request.len() as u32);
-    send(
-        Side::Peer,
-        build(v4(peer, local).tcp(80, port, 1_001, 65_535).ack(acked), &[]),
-    );
+    // An HTTP exchange over TCP between the two hosts' smoltcp stacks.
+    let over_tcp = hosts.http_exchange(port);
 
     // The peer pings the datapath's IPv6 service address: answered towards the peer.
     send(
@@ -146,7 +108,7 @@ pub fn round(datapath: &Datapath, n: u64) -> usize {
     if n % 4 == 0 {
         logged += datapath.disco_exchange(n);
     }
-    logged
+    logged + over_tcp
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -195,7 +157,8 @@ mod tests {
         let capture = Capture::new();
         let mut output = capture.subscribe(Options::default());
         let datapath = Datapath::new(capture.clone(), SystemTime::now);
-        let logged = round(&datapath, 0);
+        let mut hosts = Hosts::new(capture.clone(), SystemTime::now);
+        let logged = round(&datapath, &mut hosts, 0);
         capture.close();
         let mut framer = Framer::new();
         while let Some(bytes) = block_on(output.next()) {
@@ -223,8 +186,9 @@ mod tests {
         let capture = Capture::new();
         let mut output = capture.subscribe(Options::new().format(Format::Tailscale));
         let datapath = Datapath::new(capture.clone(), SystemTime::now);
+        let mut hosts = Hosts::new(capture.clone(), SystemTime::now);
         for n in 0..rounds {
-            round(&datapath, n);
+            round(&datapath, &mut hosts, n);
         }
         capture.close();
         let mut framer = Framer::new();
