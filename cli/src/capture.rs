@@ -8,23 +8,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{ArgMatches, Args};
 use pcapcast_core::endpoint::to_query;
+use pcapcast_core::Format;
 
 use crate::client::{self, Ask, End, Event, Next};
+use crate::daemons;
 use crate::recorder::{Counts, Flow, RecordError, Recorder};
 use crate::target::{default_socket, Target};
 use crate::{dissector, FormatArgs, LimitArgs, RuntimeKind};
 
 #[derive(Debug, Args)]
+#[command(after_long_help = MERGING)]
 pub struct CaptureArgs {
     /// The daemon's endpoint: unix:PATH or tcp:HOST:PORT (default: the default socket,
-    /// the one `pcapcast demo` serves).
-    #[arg(long)]
-    connect: Option<Target>,
-    /// Bearer token for a TCP endpoint.
+    /// the one `pcapcast demo` serves). Repeat it to capture several daemons into one
+    /// pcapng, merged in time order (see below).
+    #[arg(long, value_name = "ENDPOINT")]
+    connect: Vec<Target>,
+    /// Bearer token for a TCP endpoint. With several --connect, a --token belongs to
+    /// the tcp: --connect before it; one before every --connect serves them all.
     #[arg(long, env = "PCAPCAST_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    token: Vec<String>,
+    /// With several --connect: the name of the daemon of the --connect before it, for
+    /// its interfaces' description (default: its endpoint).
+    #[arg(long)]
+    name: Vec<String>,
+    /// With several --connect: how long each packet waits for earlier ones from the
+    /// other daemons (default 500ms: the daemons' 100 ms flush interval plus a margin).
+    #[arg(long, value_name = "DURATION", value_parser = crate::parse_duration)]
+    reorder_window: Option<Duration>,
     /// Write to FILE, or `-` for stdout. Without it, Wireshark opens the live capture.
     #[arg(short = 'o', long = "output")]
     output: Option<String>,
@@ -46,6 +59,21 @@ pub struct CaptureArgs {
     #[arg(long, value_enum, default_value_t)]
     runtime: RuntimeKind,
 }
+
+const MERGING: &str = "\
+Several daemons in one capture:
+  pcapcast capture --connect unix:/run/left.sock --name left \\
+                   --connect tcp:10.0.0.2:8080 --token \"$TOKEN\" --name right -o both.pcapng
+Each --token and --name belongs to the --connect before it. The output is pcapng (--format pcapng, the only format that tells daemons apart: other
+formats are refused). Each daemon's paths are interfaces of their own: if_name is the
+path (from-local, from-peer, ...), if_description the daemon (--name, else its
+endpoint). Packets are merged in time order through a reorder window (--reorder-window,
+500ms: the daemons' 100 ms flush interval plus 400 ms for transit and scheduling); one
+that arrives later than that is written at once, out of order, with a comment saying so,
+and counted as late. Times come from each daemon's own clock, as the file's section
+comment says. The live line shows each daemon's packets and drops. A daemon that goes
+away ends its part with a message; the others go on. Exit status 1 if a daemon could
+not be attached.";
 
 /// Where the stream goes.
 enum Sink {
@@ -172,22 +200,41 @@ impl LiveLine {
     /// Redraws the line on a terminal four times a second; elsewhere (`--stats` into a
     /// log) writes one line a second.
     pub fn update(&mut self, counts: Counts) {
+        self.update_with(|| describe(counts));
+    }
+
+    /// [`LiveLine::update`] with a text of the caller's, made only when shown.
+    pub fn update_with(&mut self, text: impl FnOnce() -> String) {
         let every = if self.terminal { 250 } else { 1000 };
         if self.enabled && self.last.elapsed() >= Duration::from_millis(every) {
             self.last = Instant::now();
             if self.terminal {
-                eprint!("\r{}", describe(counts));
+                eprint!("\r{}", text());
             } else {
-                eprintln!("{}", describe(counts));
+                eprintln!("{}", text());
             }
         }
     }
 
     pub fn finish(&self, counts: Counts) {
+        self.finish_with(describe(counts));
+    }
+
+    /// [`LiveLine::finish`] with a text of the caller's.
+    pub fn finish_with(&self, text: String) {
         if self.enabled {
             let start = if self.terminal { "\r" } else { "" };
-            eprintln!("{start}{}", describe(counts));
+            eprintln!("{start}{text}");
         }
+    }
+
+    /// A message on a line of its own, even when the live line is off; on a terminal
+    /// the live line is cleared first and redrawn at its next update.
+    pub fn say(&self, message: &str) {
+        if self.enabled && self.terminal {
+            eprint!("\r\x1b[K");
+        }
+        eprintln!("{message}");
     }
 }
 
@@ -198,15 +245,30 @@ fn describe(counts: Counts) -> String {
     )
 }
 
-pub fn run(args: CaptureArgs) -> Result<ExitCode, String> {
+/// Runs `pcapcast capture`; `matches` are clap's, for the places of the options.
+pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Result<ExitCode, String> {
+    if args.connect.len() > 1 {
+        return run_merged(args, matches);
+    }
+    let only_merged = [
+        (args.token.len() > 1, "several --token"),
+        (!args.name.is_empty(), "--name"),
+        (args.reorder_window.is_some(), "--reorder-window"),
+    ];
+    if let Some((_, what)) = only_merged.iter().find(|(given, _)| *given) {
+        return Err(format!(
+            "{what}: only a capture of several daemons takes it (a --connect for each)"
+        ));
+    }
     let options = args.format.options()?;
     let ask = Ask {
         target: args
             .connect
-            .clone()
+            .first()
+            .cloned()
             .unwrap_or_else(|| Target::Unix(default_socket())),
         query: to_query(&options),
-        token: args.token.clone(),
+        token: args.token.first().cloned(),
     };
     let sink = open_sink(&args)?;
     let stop = stop_signals();
@@ -243,14 +305,7 @@ pub fn run(args: CaptureArgs) -> Result<ExitCode, String> {
     })?;
     let counts = recorder.counts();
     line.finish(counts);
-    let sink = recorder.finish();
-    if let Ok(Sink::Viewer {
-        stdin, mut child, ..
-    }) = sink
-    {
-        drop(stdin); // end of input: the viewer shows what it has
-        let _ = child.wait();
-    }
+    close_viewer(recorder.finish());
     if let Some(failure) = failure {
         return Err(failure);
     }
@@ -258,4 +313,57 @@ pub fn run(args: CaptureArgs) -> Result<ExitCode, String> {
         eprintln!("pcapcast: the daemon went away ({reason}); the capture ends on a whole record");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Several `--connect`: one pcapng, merged in time order. `matches` tells where each
+/// option stood, to pair it with its `--connect`.
+fn run_merged(args: CaptureArgs, matches: Option<&ArgMatches>) -> Result<ExitCode, String> {
+    if let Some(format) = args.format.format_given().filter(|f| *f != Format::Pcapng) {
+        return Err(format!(
+            "--format {}: several daemons are merged into pcapng, the format that keeps them apart \
+             (each daemon's paths as interfaces of their own); drop --format or give pcapng",
+            format.name()
+        ));
+    }
+    let options = args.format.options()?.format(Format::Pcapng);
+    let daemons = daemons::pair(
+        &daemons::given(matches, "connect", &args.connect),
+        &daemons::given(matches, "token", &args.token),
+        &daemons::given(matches, "name", &args.name),
+        &to_query(&options),
+    )?;
+    let sink = open_sink(&args)?;
+    let stop = stop_signals();
+    let mut line = LiveLine::new(args.stats, args.quiet);
+    let window = args.reorder_window.unwrap_or(crate::merge::WINDOW);
+    let merged = crate::merged::run(
+        args.runtime,
+        &daemons,
+        sink,
+        &args.limits,
+        window,
+        &mut line,
+        &stop,
+    );
+    close_viewer(merged.out);
+    if let Some(failure) = merged.failure {
+        return Err(failure);
+    }
+    Ok(if merged.all_attached {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Once the capture ended: a viewer's input is closed and it is waited for, so that it
+/// shows what it has.
+fn close_viewer(sink: io::Result<Sink>) {
+    if let Ok(Sink::Viewer {
+        stdin, mut child, ..
+    }) = sink
+    {
+        drop(stdin);
+        let _ = child.wait();
+    }
 }

@@ -4,12 +4,17 @@
 // A binary crate: `pub` marks what its modules share, nothing is exported.
 #![allow(unreachable_pub)]
 
+mod blocks;
 mod capture;
 mod client;
+mod daemons;
 mod demo;
 mod dissector;
 mod extcap;
 mod filter;
+mod merge;
+mod merged;
+mod push;
 mod recorder;
 mod target;
 
@@ -17,7 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use pcapcast_core::{Format, Options, Path};
 
 #[derive(Debug, Parser)]
@@ -69,11 +74,12 @@ pub enum RuntimeKind {
 /// The options that choose what a capture holds.
 #[derive(Clone, Debug, Args)]
 pub struct FormatArgs {
-    /// File format: pcap (the Go original's, with the path), tailscale (Tailscale's
-    /// current framing: the path and the addresses before NAT), raw (bare IP) or pcapng
-    /// (NAT addresses as comments).
-    #[arg(long, default_value = "pcap", value_parser = parse_format)]
-    format: Format,
+    /// File format: pcap (the default: the Go original's, with the path), tailscale
+    /// (Tailscale's current framing: the path and the addresses before NAT), raw (bare
+    /// IP) or pcapng (NAT addresses as comments; the format of a capture merged from
+    /// several --connect).
+    #[arg(long, value_parser = parse_format)]
+    format: Option<Format>,
     /// Bytes kept of each packet (1 to 262144).
     #[arg(long, default_value_t = pcapcast_core::pcap::DEFAULT_SNAPLEN)]
     snaplen: u32,
@@ -97,6 +103,11 @@ pub struct FormatArgs {
 }
 
 impl FormatArgs {
+    /// The format asked for with --format, if any.
+    pub fn format_given(&self) -> Option<Format> {
+        self.format
+    }
+
     /// The core's options for these arguments.
     ///
     /// # Errors
@@ -104,7 +115,7 @@ impl FormatArgs {
     /// What is wrong with an option, on one line.
     pub fn options(&self) -> Result<Options, String> {
         let options = Options::new()
-            .format(self.format)
+            .format(self.format.unwrap_or(Format::Pcap))
             .snaplen(self.snaplen)
             .map_err(|e| e.to_string())?
             .paths(self.paths.iter().copied());
@@ -165,10 +176,12 @@ fn main() -> ExitCode {
     if extcap::is_extcap_call(&args) {
         return extcap::run(&args);
     }
-    let cli = Cli::parse();
+    // Parsed in two steps, so that `capture` sees where each option stood.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
-        Command::Capture(args) => capture::run(args),
+        Command::Capture(args) => capture::run(args, matches.subcommand_matches("capture")),
         Command::Dissector { install } => dissector::run(install),
         Command::Extcap { install, dir } => extcap::install(install, dir),
     };

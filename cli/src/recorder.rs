@@ -76,7 +76,7 @@ impl<W: Write> Recorder<W> {
     pub fn feed(&mut self, data: &[u8]) -> Result<Flow, RecordError> {
         self.framer.push(data);
         let flow = loop {
-            if self.limit.is_some_and(|limit| self.counts.packets >= limit) {
+            if self.is_full() {
                 break Flow::Done;
             }
             let unit = match self.framer.next_unit() {
@@ -84,19 +84,54 @@ impl<W: Write> Recorder<W> {
                 Ok(None) => break Flow::More,
                 Err(e) => return Err(RecordError::Malformed(e)),
             };
-            let bytes = match unit {
-                Unit::Header(bytes) | Unit::Other(bytes) => bytes,
-                Unit::Packet { bytes, drops } => {
-                    self.counts.packets += 1;
-                    self.counts.drops += drops;
-                    bytes
-                }
-            };
-            self.out.write_all(&bytes).map_err(RecordError::Write)?;
-            self.counts.bytes += bytes.len() as u64;
+            self.write(&unit)?;
         };
-        self.out.flush().map_err(RecordError::Write)?;
+        self.flush()?;
         Ok(flow)
+    }
+
+    /// Writes a unit framed elsewhere (by a merge) and counts it, unless the packet
+    /// count was reached; [`Recorder::flush`] pushes it out.
+    ///
+    /// # Errors
+    ///
+    /// The output's error.
+    pub fn put(&mut self, unit: &Unit) -> Result<Flow, RecordError> {
+        if !self.is_full() {
+            self.write(unit)?;
+        }
+        Ok(if self.is_full() {
+            Flow::Done
+        } else {
+            Flow::More
+        })
+    }
+
+    /// Flushes the output.
+    ///
+    /// # Errors
+    ///
+    /// The output's error.
+    pub fn flush(&mut self) -> Result<(), RecordError> {
+        self.out.flush().map_err(RecordError::Write)
+    }
+
+    fn is_full(&self) -> bool {
+        self.limit.is_some_and(|limit| self.counts.packets >= limit)
+    }
+
+    fn write(&mut self, unit: &Unit) -> Result<(), RecordError> {
+        let bytes = match unit {
+            Unit::Header(bytes) | Unit::Other(bytes) => bytes,
+            Unit::Packet { bytes, drops } => {
+                self.counts.packets += 1;
+                self.counts.drops += drops;
+                bytes
+            }
+        };
+        self.out.write_all(bytes).map_err(RecordError::Write)?;
+        self.counts.bytes += bytes.len() as u64;
+        Ok(())
     }
 
     /// Flushes and hands back the output.

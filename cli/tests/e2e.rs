@@ -8,6 +8,14 @@ use std::time::Duration;
 
 use pcapcast_tests::{read, temp_dir, wait_until};
 
+// In a folder of its own: a file beside this one would be a test target of its own.
+#[path = "e2e/merged.rs"]
+mod merged;
+use merged::{
+    a_merged_capture_outlives_a_daemon, the_demo_pushes_to_a_collector,
+    two_demos_merge_in_time_order,
+};
+
 const PCAPCAST: &str = env!("CARGO_BIN_EXE_pcapcast");
 
 fn dissector() -> PathBuf {
@@ -887,6 +895,9 @@ on_both_runtimes!(
     pcap_over_ip_reads_with_tshark,
     a_missing_daemon_is_one_clear_line,
     stalled_readers_keep_memory_bounded,
+    two_demos_merge_in_time_order,
+    a_merged_capture_outlives_a_daemon,
+    the_demo_pushes_to_a_collector,
 );
 
 /// A file removed when the test ends, passed or failed.

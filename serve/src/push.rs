@@ -2,25 +2,22 @@
 //! collector that listens (Arkime's `pcapReadMethod=pcap-over-ip-server`) and a daemon
 //! behind NAT or a firewall. The counterpart of [`crate::serve_pcap_over_ip`].
 
-use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use hyper::rt::{Timer, Write};
+use bytes::BytesMut;
 use pcapcast_core::pcap::FILE_HEADER_LEN;
 use pcapcast_core::{Capture, Encoder, Format, Options};
 
-use crate::hang_up::HangUp;
-use crate::net::duplicate;
 use crate::outbox::Outbox;
-use crate::wait::sleep_until;
-use crate::{Runtime, StdStream, Timed};
+use crate::{Runtime, Timed};
+
+mod session;
+
+use session::Session;
 
 /// The first wait before reconnecting; it doubles after each failed attempt.
 pub const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -184,176 +181,4 @@ impl<R: Runtime> Push<R> {
         };
         session.run().await
     }
-}
-
-/// A push at work: the output, and what waits for the next connection.
-struct Session<'a, R: Runtime> {
-    push: &'a Push<R>,
-    timed: Timed<R>,
-    outbox: Outbox,
-    header: Bytes,
-    skip: usize,
-    sent: u64,
-}
-
-impl<R: Runtime> Session<'_, R> {
-    async fn run(&mut self) -> io::Result<()> {
-        let push = self.push;
-        let collector = push.collector;
-        let counters = &push.stats.0;
-        let mut wait = push.first_retry;
-        let mut failures = 0u64;
-        loop {
-            match self.connect().await {
-                Ok(stream) => {
-                    let began = Instant::now();
-                    failures = 0;
-                    let lost_before = push.stats.lost();
-                    let reconnect = counters.connections.fetch_add(1, Ordering::Relaxed) > 0;
-                    counters.connected.store(true, Ordering::Relaxed);
-                    let ended = self.stream(stream, reconnect.then_some(lost_before)).await;
-                    counters.connected.store(false, Ordering::Relaxed);
-                    let cut = self.outbox.cut(&mut self.sent);
-                    counters.cut.fetch_add(cut, Ordering::Relaxed);
-                    counters.sent.store(self.sent, Ordering::Relaxed);
-                    match ended {
-                        Ok(()) => return Ok(()),
-                        Err(e) => {
-                            tracing::warn!(%collector, error = %e, cut, "PCAP-over-IP collector went away; reconnecting")
-                        }
-                    }
-                    if began.elapsed() >= self.push.max_retry {
-                        wait = self.push.first_retry;
-                    }
-                }
-                Err(e) if failures == 0 => {
-                    failures += 1;
-                    tracing::warn!(%collector, error = %e, "cannot reach the PCAP-over-IP collector; retrying");
-                }
-                Err(e) => {
-                    failures += 1;
-                    tracing::debug!(%collector, error = %e, failures, "PCAP-over-IP collector still unreachable");
-                }
-            }
-            if self.push.capture.is_closed() {
-                return self.give_up().await;
-            }
-            let until = Instant::now() + wait;
-            // In steps, so that a capture closed meanwhile ends the push soon.
-            while Instant::now() < until && !self.push.capture.is_closed() {
-                sleep_until::<R>(until.min(Instant::now() + FIRST_RETRY)).await;
-            }
-            wait = (wait * 2).min(self.push.max_retry);
-        }
-    }
-
-    async fn connect(&self) -> io::Result<StdStream> {
-        let mut connect = pin!(self.push.runtime.connect_tcp(self.push.collector));
-        let mut timeout = R::Timer::default().sleep(CONNECT_TIMEOUT);
-        poll_fn(|cx| match connect.as_mut().poll(cx) {
-            Poll::Ready(result) => Poll::Ready(result),
-            Poll::Pending => timeout.as_mut().poll(cx).map(|()| {
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no answer within {CONNECT_TIMEOUT:?}"),
-                ))
-            }),
-        })
-        .await
-    }
-
-    /// One connection: the header, what the last one left, then the output as it
-    /// comes. `Ok` once the capture closed and everything went out.
-    async fn stream(&mut self, stream: StdStream, lost_before: Option<u64>) -> io::Result<()> {
-        let collector = self.push.collector;
-        let hang_up = HangUp::watch(&self.push.runtime, duplicate(&stream));
-        let mut hang_up = pin!(hang_up);
-        let mut io = self.push.runtime.stream(stream)?;
-        // A first look before anything else: what the backlog lost while the collector
-        // was away is counted then, for the reconnect's message.
-        let mut ended = match poll_fn(|cx| Poll::Ready(self.timed.poll_due(cx))).await {
-            Poll::Ready(Some(bytes)) => {
-                self.take(bytes);
-                false
-            }
-            Poll::Ready(None) => true,
-            Poll::Pending => false,
-        };
-        self.note_drops();
-        match lost_before {
-            Some(before) => {
-                let lost = self.push.stats.lost();
-                tracing::warn!(%collector, lost_while_away = lost.saturating_sub(before), lost_in_all = lost, "PCAP-over-IP collector reconnected");
-            }
-            None => tracing::info!(%collector, "PCAP-over-IP collector connected"),
-        }
-        write_all(&mut io, &self.header).await?;
-        loop {
-            self.outbox.write_to(&mut io, &mut self.sent).await?;
-            poll_fn(|cx| Pin::new(&mut io).poll_flush(cx)).await?;
-            self.push.stats.0.sent.store(self.sent, Ordering::Relaxed);
-            if ended {
-                return poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
-            }
-            // The watch is polled only while nothing is due, as `stream_to` does.
-            let next = poll_fn(|cx| match self.timed.poll_due(cx) {
-                Poll::Ready(due) => Poll::Ready(Ok(due)),
-                Poll::Pending => hang_up.as_mut().poll(cx).map(Err),
-            })
-            .await?;
-            match next {
-                Some(bytes) => self.take(bytes),
-                None => ended = true,
-            }
-            self.note_drops();
-        }
-    }
-
-    /// Queues what the output handed out, and what it has ready besides, without the
-    /// subscription's own file header.
-    fn take(&mut self, mut bytes: Bytes) {
-        loop {
-            let skipped = self.skip.min(bytes.len());
-            bytes.advance(skipped);
-            self.skip -= skipped;
-            self.outbox.push(bytes);
-            match self.timed.subscription().next_ready() {
-                Some(more) => bytes = more,
-                None => return,
-            }
-        }
-    }
-
-    fn note_drops(&mut self) {
-        let dropped = self.timed.subscription().dropped();
-        self.push.stats.0.dropped.store(dropped, Ordering::Relaxed);
-    }
-
-    /// The capture closed while the collector was away: what is left is counted as
-    /// lost.
-    async fn give_up(&mut self) -> io::Result<()> {
-        let mut left = self.outbox.records();
-        self.outbox = Outbox::default();
-        while let Some(bytes) = poll_fn(|cx| self.timed.poll_due(cx)).await {
-            self.take(bytes);
-            left += self.outbox.records();
-            self.outbox = Outbox::default();
-        }
-        self.note_drops();
-        self.push.stats.0.cut.fetch_add(left, Ordering::Relaxed);
-        tracing::warn!(collector = %self.push.collector, unsent = left, lost_in_all = self.push.stats.lost(), "the capture closed while the PCAP-over-IP collector was away");
-        Ok(())
-    }
-}
-
-/// Writes all of `bytes`.
-async fn write_all<W: Write + Unpin>(writer: &mut W, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let n = poll_fn(|cx| Pin::new(&mut *writer).poll_write(cx, bytes)).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        bytes = &bytes[n..];
-    }
-    Ok(())
 }

@@ -559,6 +559,32 @@ pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
     condition()
 }
 
+/// The next connection on `listener` within `limit`, blocking, its reads timing out
+/// after [`STALL_LIMIT`]; a test collector's accept.
+///
+/// # Panics
+///
+/// When nobody connects in time: the test fails.
+pub fn accept_within(listener: &std::net::TcpListener, limit: Duration) -> std::net::TcpStream {
+    listener
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
+    let mut accepted = None;
+    assert!(
+        wait_until(limit, || {
+            accepted = listener.accept().ok();
+            accepted.is_some()
+        }),
+        "nobody connected within {limit:?}"
+    );
+    let (stream, _) = accepted.expect("accepted");
+    stream.set_nonblocking(false).expect("a blocking stream");
+    stream
+        .set_read_timeout(Some(STALL_LIMIT))
+        .expect("a read timeout");
+    stream
+}
+
 /// A fresh directory under the system's temporary folder, for sockets and files.
 pub fn temp_dir(name: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);

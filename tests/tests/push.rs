@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use pcapcast_core::{Capture, Format, Options, Path};
-use pcapcast_tests::{read, temp_dir, wait_until, Runtime, STALL_LIMIT};
+use pcapcast_tests::{accept_within, read, temp_dir, wait_until, Runtime};
 
 const LINKTYPE_RAW: i32 = 101;
 
@@ -35,23 +35,6 @@ fn seqs(file: &read::File) -> Vec<u32> {
         .iter()
         .map(|r| u32::from_be_bytes(r.packet[28..32].try_into().unwrap()))
         .collect()
-}
-
-/// The next connection on `listener`, within 20 s.
-fn accept(listener: &TcpListener) -> TcpStream {
-    listener.set_nonblocking(true).unwrap();
-    let mut accepted = None;
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            accepted = listener.accept().ok();
-            accepted.is_some()
-        }),
-        "the push connects"
-    );
-    let (stream, _) = accepted.unwrap();
-    stream.set_nonblocking(false).unwrap();
-    stream.set_read_timeout(Some(STALL_LIMIT)).unwrap();
-    stream
 }
 
 /// Reads exactly `len` bytes.
@@ -98,7 +81,7 @@ fn a_collector_receives_a_stream<R: Runtime>() {
         raw(),
         (Duration::from_millis(50), Duration::from_secs(1)),
     );
-    let mut stream = accept(&collector);
+    let mut stream = accept_within(&collector, Duration::from_secs(20));
     log(&capture, 0..50, 100);
     capture.close();
     let mut bytes = Vec::new();
@@ -144,7 +127,7 @@ fn a_restarted_collector_gets_a_fresh_stream_and_the_loss_is_counted<R: Runtime>
         raw(),
         (Duration::from_millis(50), Duration::from_millis(400)),
     );
-    let mut stream = accept(&first);
+    let mut stream = accept_within(&first, Duration::from_secs(20));
     log(&capture, 0..20, SIZE);
     let before = read_exactly(&mut stream, 24 + 20 * RECORD);
     assert_eq!(seqs(&read::parse(&before)), (0..20).collect::<Vec<_>>());
@@ -156,7 +139,7 @@ fn a_restarted_collector_gets_a_fresh_stream_and_the_loss_is_counted<R: Runtime>
     );
     log(&capture, 20..20 + AWAY, SIZE);
     let second = TcpListener::bind(addr).expect("the port is free again");
-    let mut stream = accept(&second);
+    let mut stream = accept_within(&second, Duration::from_secs(20));
     log(&capture, 20 + AWAY..30 + AWAY, SIZE);
     capture.close();
     let mut after = Vec::new();

@@ -39,6 +39,15 @@ pub struct DemoArgs {
     /// `tshark -i TCP@127.0.0.1:57012`.
     #[arg(long)]
     pcap_over_ip: Option<SocketAddr>,
+    /// Also push the capture to a PCAP-over-IP collector listening at tcp:HOST:PORT
+    /// (Arkime's pcap-over-ip-server mode), reconnecting after 100 ms doubling to 5 s
+    /// when it goes away; --snaplen, --paths and the filter apply.
+    #[arg(long, value_name = "tcp:HOST:PORT", value_parser = crate::push::parse_collector)]
+    push: Option<SocketAddr>,
+    /// What --push sends: raw (bare IP, for collectors without pcapcast's dissector,
+    /// such as Arkime) or pcap (the seed format, with each packet's path).
+    #[arg(long, value_enum, default_value_t, requires = "push")]
+    push_format: crate::push::PushFormat,
     /// Bytes of backlog kept for outputs that lag (default 4 MiB); smaller makes a
     /// slow reader lose packets sooner.
     #[arg(long)]
@@ -118,6 +127,18 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         socket.clone(),
         args.pcap_over_ip,
     )?;
+    let pushing = match args.push {
+        Some(collector) => {
+            let push_options = options.clone().format(args.push_format.into());
+            Some(crate::push::start(
+                args.runtime,
+                capture.clone(),
+                collector,
+                push_options,
+            )?)
+        }
+        None => None,
+    };
     // Attached before the datapath starts, so that the file holds its first packets.
     let own_output = args.output.as_ref().map(|_| capture.subscribe(options));
     let datapath = match replayed {
@@ -137,6 +158,9 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     };
     capture.close();
     datapath.stop();
+    if let Some(pushing) = pushing {
+        pushing.finish(Duration::from_secs(2)); // the collector gets what the push holds
+    }
     let _ = std::fs::remove_file(&socket);
     result
 }
