@@ -4,7 +4,6 @@
 //!
 //! `cargo bench -p pcapcast-tests --bench throughput` (`-- tokio` or `-- smol` for one)
 
-use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
 
 use divan::counter::ItemsCount;
@@ -26,7 +25,9 @@ enum Sink {
 }
 
 /// An adapter: drives `outputs` into sinks on one executor thread until the capture
-/// closes; the thread returns the records they lost.
+/// closes and every reader has read to the end; the thread returns the records lost.
+/// The clock stops when the last byte has been read, not when the last write returned:
+/// that is what the reader got.
 trait Adapter {
     fn drive(outputs: Vec<Subscription>, sink: Sink) -> JoinHandle<u64>;
 }
@@ -39,7 +40,8 @@ impl Adapter for Smol {
         use futures_lite::AsyncReadExt;
         std::thread::spawn(move || {
             let ex = smol::Executor::new();
-            let tasks: Vec<_> = outputs
+            let mut readers = Vec::new();
+            let writers: Vec<_> = outputs
                 .into_iter()
                 .map(|output| match sink {
                     Sink::Discard => {
@@ -47,20 +49,22 @@ impl Adapter for Smol {
                     }
                     Sink::UnixSocket => {
                         let (writer, mut reader) =
-                            smol::Async::<UnixStream>::pair().expect("socket pair");
-                        ex.spawn(async move {
+                            smol::net::unix::UnixStream::pair().expect("socket pair");
+                        readers.push(ex.spawn(async move {
                             let mut buffer = vec![0u8; 1 << 16];
                             while reader.read(&mut buffer).await.is_ok_and(|n| n > 0) {}
-                        })
-                        .detach();
+                        }));
                         ex.spawn(pcapcast_smol::stream_to(output, writer))
                     }
                 })
                 .collect();
             smol::block_on(ex.run(async {
                 let mut dropped = 0;
-                for task in tasks {
-                    dropped += task.await.expect("writer").dropped;
+                for writer in writers {
+                    dropped += writer.await.expect("writer").dropped;
+                }
+                for reader in readers {
+                    reader.await;
                 }
                 dropped
             }))
@@ -77,7 +81,8 @@ impl Adapter for Tokio {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let tasks: Vec<_> = outputs
+                let mut readers = Vec::new();
+                let writers: Vec<_> = outputs
                     .into_iter()
                     .map(|output| match sink {
                         Sink::Discard => {
@@ -86,17 +91,20 @@ impl Adapter for Tokio {
                         Sink::UnixSocket => {
                             let (writer, mut reader) =
                                 tokio::net::UnixStream::pair().expect("socket pair");
-                            tokio::spawn(async move {
+                            readers.push(tokio::spawn(async move {
                                 let mut buffer = vec![0u8; 1 << 16];
                                 while reader.read(&mut buffer).await.is_ok_and(|n| n > 0) {}
-                            });
+                            }));
                             tokio::spawn(pcapcast_tokio::stream_to(output, writer))
                         }
                     })
                     .collect();
                 let mut dropped = 0;
-                for task in tasks {
-                    dropped += task.await.unwrap().expect("writer").dropped;
+                for writer in writers {
+                    dropped += writer.await.unwrap().expect("writer").dropped;
+                }
+                for reader in readers {
+                    reader.await.unwrap();
                 }
                 dropped
             })
