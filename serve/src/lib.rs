@@ -43,7 +43,7 @@ mod write;
 
 pub use http::{CaptureBody, CaptureService, HttpServer, ResponseBody};
 pub use net::Listener;
-pub use pcap_over_ip::serve_pcap_over_ip;
+pub use pcap_over_ip::{serve_pcap_over_ip, serve_pcap_over_ip_with};
 pub use push::{Push, PushStats, FIRST_RETRY, MAX_RETRY};
 pub use runtime::{Runtime, StdStream};
 pub use socket::Socket;

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use pcapcast_core::{Capture, Options};
+use pcapcast_core::{Capture, Format, Options};
 
 use crate::hang_up::HangUp;
 use crate::net::duplicate;
@@ -10,9 +10,10 @@ use crate::write::stream_until;
 use crate::{Listener, Runtime};
 
 /// Serves the seed-format stream to every connection on `listener`, as
-/// `tshark -i TCP@HOST:PORT` expects. The stream carries no authentication, so a TCP
-/// listener must be on loopback; a Unix socket made by [`Listener::bind_unix`] is
-/// private to its user.
+/// `tshark -i TCP@HOST:PORT` expects; [`serve_pcap_over_ip_with`] serves another classic
+/// format (raw IP for Arkime's `pcap-over-ip-client` mode). The stream carries no
+/// authentication, so a TCP listener must be on loopback; a Unix socket made by
+/// [`Listener::bind_unix`] is private to its user.
 ///
 /// Clients are expected to send nothing: what they send is discarded, and one that
 /// closes its sending side is taken to have left, so its output is detached even when
@@ -28,6 +29,28 @@ pub async fn serve_pcap_over_ip<R: Runtime>(
     capture: Capture,
     listener: Listener<R>,
 ) -> io::Result<()> {
+    serve_pcap_over_ip_with(capture, listener, Options::default()).await
+}
+
+/// [`serve_pcap_over_ip`] with the options each connection's output gets: a classic
+/// pcap format (`Format::Pcap`, `Format::Tailscale` or `Format::RawIp`), snaplen, paths,
+/// a filter.
+///
+/// # Errors
+///
+/// `InvalidInput` for pcapng (PCAP-over-IP readers take classic pcap), and as
+/// [`serve_pcap_over_ip`].
+pub async fn serve_pcap_over_ip_with<R: Runtime>(
+    capture: Capture,
+    listener: Listener<R>,
+    options: Options,
+) -> io::Result<()> {
+    if options.get_format() == Format::Pcapng {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "PCAP-over-IP carries classic pcap: use the seed format, tailscale or raw IP, not pcapng",
+        ));
+    }
     if let Some(addr) = listener.tcp_addr() {
         if !addr.ip().is_loopback() {
             return Err(io::Error::new(
@@ -40,7 +63,7 @@ pub async fn serve_pcap_over_ip<R: Runtime>(
     tracing::info!(listen = %listener.describe(), "PCAP-over-IP ready");
     loop {
         let (stream, peer) = listener.accept_next().await?;
-        let subscription = match capture.try_subscribe(Options::default()) {
+        let subscription = match capture.try_subscribe(options.clone()) {
             Ok(subscription) => subscription,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "PCAP-over-IP output refused");

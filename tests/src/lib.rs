@@ -138,7 +138,11 @@ pub trait Runtime {
     /// Serves `capture` over HTTP on `endpoint` (port 0 for any).
     fn serve_http(capture: Capture, endpoint: Endpoint, config: HttpConfig) -> Server;
     /// Serves `capture` over PCAP-over-IP on `endpoint`.
-    fn serve_pcap_over_ip(capture: Capture, endpoint: Endpoint) -> Server;
+    fn serve_pcap_over_ip(capture: Capture, endpoint: Endpoint) -> Server {
+        Self::serve_pcap_over_ip_with(capture, endpoint, Options::default())
+    }
+    /// PCAP-over-IP whose connections get outputs with `options`.
+    fn serve_pcap_over_ip_with(capture: Capture, endpoint: Endpoint, options: Options) -> Server;
     /// Pushes `capture` to the PCAP-over-IP collector listening at `collector`, on a
     /// thread of its own, until the capture closes; `backoff` is the first and the
     /// longest wait between attempts.
@@ -298,13 +302,13 @@ impl Runtime for Smol {
         })
     }
 
-    fn serve_pcap_over_ip(capture: Capture, endpoint: Endpoint) -> Server {
+    fn serve_pcap_over_ip_with(capture: Capture, endpoint: Endpoint, options: Options) -> Server {
         Server::start(move |stop, ready| {
             smol::block_on(async move {
                 let listener = smol_listener(&endpoint).await;
                 ready.send(bound(&endpoint, listener.tcp_addr())).unwrap();
                 let serve = async {
-                    pcapcast_smol::serve_pcap_over_ip(capture, listener)
+                    pcapcast_smol::serve_pcap_over_ip_with(capture, listener, options)
                         .await
                         .expect("serve")
                 };
@@ -400,13 +404,13 @@ impl Runtime for Tokio {
         })
     }
 
-    fn serve_pcap_over_ip(capture: Capture, endpoint: Endpoint) -> Server {
+    fn serve_pcap_over_ip_with(capture: Capture, endpoint: Endpoint, options: Options) -> Server {
         Server::start(move |stop, ready| {
             tokio_runtime().block_on(async move {
                 let listener = tokio_listener(&endpoint).await;
                 ready.send(bound(&endpoint, listener.tcp_addr())).unwrap();
                 tokio::select! {
-                    served = pcapcast_tokio::serve_pcap_over_ip(capture, listener) => served.expect("serve"),
+                    served = pcapcast_tokio::serve_pcap_over_ip_with(capture, listener, options) => served.expect("serve"),
                     () = stopped(stop, tokio::time::sleep) => {}
                 }
             })

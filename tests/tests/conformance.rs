@@ -322,6 +322,56 @@ fn unix_sockets_are_private<R: Runtime>() {
     assert!(!path.exists(), "the socket file goes with the server");
 }
 
+fn pcap_over_ip_serves_raw_ip<R: Runtime>() {
+    let capture = Capture::new();
+    let tcp = Endpoint::Tcp(LOOPBACK_ANY.parse().unwrap());
+    let server =
+        R::serve_pcap_over_ip_with(capture.clone(), tcp, Options::new().format(Format::RawIp));
+    let reader = {
+        let ep = server.endpoint.clone();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pcapcast_tests::connect(&ep)
+                .unwrap()
+                .read_to_end(&mut bytes)
+                .unwrap();
+            bytes
+        })
+    };
+    assert!(wait_until(Duration::from_secs(5), || capture.num_outputs() == 1));
+    // Disco frames are not IP: raw IP leaves them out.
+    capture.log_packet(Path::Disco, SystemTime::now(), &[1, 2, 3]);
+    log(&capture, 20, 80);
+    capture.close();
+    let file = read::parse(&reader.join().unwrap());
+    assert_eq!(
+        file.linktype,
+        Some(101),
+        "{}: LINKTYPE_RAW, as Arkime reads",
+        R::NAME
+    );
+    assert_eq!(file.records.len(), 20);
+}
+
+#[test]
+fn pcap_over_ip_refuses_pcapng_on_both_runtimes() {
+    let pcapng = || Options::new().format(Format::Pcapng);
+    let addr = LOOPBACK_ANY.parse().unwrap();
+    let smol = ::smol::block_on(async {
+        let listener = pcapcast_smol::Listener::bind_tcp(addr).await.unwrap();
+        pcapcast_smol::serve_pcap_over_ip_with(Capture::new(), listener, pcapng()).await
+    });
+    let tokio = ::tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let listener = pcapcast_tokio::Listener::bind_tcp(addr).await.unwrap();
+        pcapcast_tokio::serve_pcap_over_ip_with(Capture::new(), listener, pcapng()).await
+    });
+    for refused in [smol, tokio] {
+        let e = refused.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("classic pcap"), "{e}");
+    }
+}
+
 fn pcap_over_ip_streams_at_once<R: Runtime>(endpoint: Endpoint) {
     let capture = Capture::new();
     let server = R::serve_pcap_over_ip(capture.clone(), endpoint);
@@ -588,6 +638,10 @@ macro_rules! conformance {
             #[test]
             fn curl() {
                 pcapcast_tests::checked(|| curl_saves_a_valid_capture::<$rt>());
+            }
+            #[test]
+            fn pcap_over_ip_raw() {
+                pcapcast_tests::checked(|| pcap_over_ip_serves_raw_ip::<$rt>());
             }
             #[test]
             fn curl_bpf() {

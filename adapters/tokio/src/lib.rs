@@ -41,7 +41,7 @@ mod runtime;
 pub use pcapcast_core::{
     self as core, Capture, Format, Options, OutputStats, Path, Subscription, WriteError,
 };
-pub use pcapcast_serve::serve_pcap_over_ip;
+pub use pcapcast_serve::{serve_pcap_over_ip, serve_pcap_over_ip_with};
 pub use runtime::{Connection, Tokio};
 
 pcapcast_serve::runtime_glue!(Tokio, tokio::io::AsyncWrite, hyper_util::rt::TokioIo::new);

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use clap::Args;
 use futures_lite::Stream;
-use pcapcast_core::{Capture, Subscription};
+use pcapcast_core::{Capture, Options, Subscription};
+use pcapcast_serve::{serve_pcap_over_ip_with, HttpServer, Listener, Runtime};
 
 use crate::capture::{stop_signals, LiveLine};
 use crate::recorder::{Flow, Recorder};
@@ -39,6 +40,10 @@ pub struct DemoArgs {
     /// `tshark -i TCP@127.0.0.1:57012`.
     #[arg(long)]
     pcap_over_ip: Option<SocketAddr>,
+    /// What --pcap-over-ip serves: pcap (the seed format, with each packet's path) or
+    /// raw (bare IP, for Arkime's pcap-over-ip-client mode, which reads LINKTYPE_RAW).
+    #[arg(long, value_enum, default_value = "pcap", requires = "pcap_over_ip")]
+    pcap_over_ip_format: crate::push::PushFormat,
     /// Also push the capture to a PCAP-over-IP collector listening at tcp:HOST:PORT
     /// (Arkime's pcap-over-ip-server mode), reconnecting after 100 ms doubling to 5 s
     /// when it goes away; --snaplen, --paths and the filter apply.
@@ -121,12 +126,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         None => None,
     };
     let stop = stop_signals();
-    serve(
-        args.runtime,
-        capture.clone(),
-        socket.clone(),
-        args.pcap_over_ip,
-    )?;
+    let pcap_over_ip = args
+        .pcap_over_ip
+        .map(|addr| (addr, Options::new().format(args.pcap_over_ip_format.into())));
+    serve(args.runtime, capture.clone(), socket.clone(), pcap_over_ip)?;
     let pushing = match args.push {
         Some(collector) => {
             let push_options = options.clone().format(args.push_format.into());
@@ -290,94 +293,76 @@ fn serve(
     kind: RuntimeKind,
     capture: Capture,
     socket: PathBuf,
-    pcap_over_ip: Option<SocketAddr>,
+    pcap_over_ip: Option<(SocketAddr, Options)>,
 ) -> Result<(), String> {
     let (ready, listening) = mpsc::channel::<Result<(), String>>();
-    let bind_error = |what: String, e: std::io::Error| format!("cannot listen on {what}: {e}");
     thread::spawn(move || match kind {
-        RuntimeKind::Smol => smol::block_on(async move {
-            use pcapcast_smol::{serve_pcap_over_ip, HttpServer, Listener};
-            // PCAP-over-IP first: once the Unix socket exists, both endpoints listen.
-            let poip = match pcap_over_ip {
-                Some(addr) => match Listener::bind_tcp(addr).await {
-                    Ok(l) => Some(l),
-                    Err(e) => {
-                        return ready
-                            .send(Err(bind_error(format!("tcp:{addr}"), e)))
-                            .unwrap_or(())
-                    }
-                },
-                None => None,
-            };
-            let http = match Listener::bind_unix(&socket) {
-                Ok(l) => l,
-                Err(e) => {
-                    return ready
-                        .send(Err(bind_error(format!("unix:{}", socket.display()), e)))
-                        .unwrap_or(())
-                }
-            };
-            let _ = ready.send(Ok(()));
-            let http = HttpServer::new(capture.clone()).serve(http);
-            let served = match poip {
-                Some(l) => futures_lite::future::or(http, serve_pcap_over_ip(capture, l)).await,
-                None => http.await,
-            };
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the capture endpoint stopped");
+        RuntimeKind::Smol => smol::block_on(serve_on::<pcapcast_smol::Smol>(
+            capture,
+            socket,
+            pcap_over_ip,
+            ready,
+        )),
+        RuntimeKind::Tokio => match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(serve_on::<pcapcast_tokio::Tokio>(
+                capture,
+                socket,
+                pcap_over_ip,
+                ready,
+            )),
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot start tokio: {e}")));
             }
-        }),
-        RuntimeKind::Tokio => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    return ready
-                        .send(Err(format!("cannot start tokio: {e}")))
-                        .unwrap_or(())
-                }
-            };
-            runtime.block_on(async move {
-                use pcapcast_tokio::{serve_pcap_over_ip, HttpServer, Listener};
-                let poip = match pcap_over_ip {
-                    Some(addr) => match Listener::bind_tcp(addr).await {
-                        Ok(l) => Some(l),
-                        Err(e) => {
-                            return ready
-                                .send(Err(bind_error(format!("tcp:{addr}"), e)))
-                                .unwrap_or(())
-                        }
-                    },
-                    None => None,
-                };
-                let http = match Listener::bind_unix(&socket) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        return ready
-                            .send(Err(bind_error(format!("unix:{}", socket.display()), e)))
-                            .unwrap_or(())
-                    }
-                };
-                let _ = ready.send(Ok(()));
-                let http = HttpServer::new(capture.clone()).serve(http);
-                let served = match poip {
-                    Some(l) => {
-                        tokio::select! { r = http => r, r = serve_pcap_over_ip(capture, l) => r }
-                    }
-                    None => http.await,
-                };
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "the capture endpoint stopped");
-                }
-            });
-        }
+        },
     });
     listening
         .recv()
         .map_err(|_| "the server thread failed to start".to_owned())?
+}
+
+/// Binds and serves the endpoints on runtime `R`, the same code for both runtimes; says
+/// on `ready` once both listen, or why not.
+async fn serve_on<R: Runtime>(
+    capture: Capture,
+    socket: PathBuf,
+    pcap_over_ip: Option<(SocketAddr, Options)>,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let bind_error = |what: String, e: std::io::Error| format!("cannot listen on {what}: {e}");
+    // PCAP-over-IP first: once the Unix socket exists, both endpoints listen.
+    let poip = match pcap_over_ip {
+        Some((addr, options)) => match Listener::<R>::bind_tcp(addr).await {
+            Ok(listener) => Some((listener, options)),
+            Err(e) => {
+                let _ = ready.send(Err(bind_error(format!("tcp:{addr}"), e)));
+                return;
+            }
+        },
+        None => None,
+    };
+    let http = match Listener::<R>::bind_unix(&socket) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = ready.send(Err(bind_error(format!("unix:{}", socket.display()), e)));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let http = HttpServer::<R>::new(capture.clone()).serve(http);
+    let served = match poip {
+        Some((listener, options)) => {
+            let poip = serve_pcap_over_ip_with(capture, listener, options);
+            futures_lite::future::or(http, poip).await
+        }
+        None => http.await,
+    };
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the capture endpoint stopped");
+    }
 }
 
 const DEFAULT_COUNT: u64 = 200;
