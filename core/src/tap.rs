@@ -80,10 +80,9 @@ impl<D: Device, C: Fn() -> SystemTime> Device for Tap<D, C> {
 
     fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let (rx, tx) = self.device.receive(timestamp)?;
-        let when = (self.clock)();
         let logged = Logged {
             capture: &self.capture,
-            when,
+            clock: &self.clock,
         };
         Some((RxToken { inner: rx, logged }, TxToken { inner: tx, logged }))
     }
@@ -92,7 +91,7 @@ impl<D: Device, C: Fn() -> SystemTime> Device for Tap<D, C> {
         let inner = self.device.transmit(timestamp)?;
         let logged = Logged {
             capture: &self.capture,
-            when: (self.clock)(),
+            clock: &self.clock,
         };
         Some(TxToken { inner, logged })
     }
@@ -102,10 +101,35 @@ impl<D: Device, C: Fn() -> SystemTime> Device for Tap<D, C> {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+/// Where a token logs its packet, and the clock it reads only then, and only when an
+/// output listens: an idle tap costs the capture's one atomic load per packet.
 struct Logged<'a> {
     capture: &'a Capture,
-    when: SystemTime,
+    clock: &'a dyn Fn() -> SystemTime,
+}
+
+impl Clone for Logged<'_> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl Copy for Logged<'_> {}
+
+impl std::fmt::Debug for Logged<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logged")
+            .field("capture", self.capture)
+            .finish()
+    }
+}
+
+impl Logged<'_> {
+    fn log(&self, path: Path, packet: &[u8]) {
+        if self.capture.num_outputs() > 0 {
+            self.capture.log_packet(path, (self.clock)(), packet);
+        }
+    }
 }
 
 /// A received packet, logged as it is consumed.
@@ -117,9 +141,9 @@ pub struct RxToken<'a, T> {
 
 impl<T: phy::RxToken> phy::RxToken for RxToken<'_, T> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let Logged { capture, when } = self.logged;
+        let logged = self.logged;
         self.inner.consume(|packet| {
-            capture.log_packet(Path::FromPeer, when, packet);
+            logged.log(Path::FromPeer, packet);
             f(packet)
         })
     }
@@ -138,10 +162,10 @@ pub struct TxToken<'a, T> {
 
 impl<T: phy::TxToken> phy::TxToken for TxToken<'_, T> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let Logged { capture, when } = self.logged;
+        let logged = self.logged;
         self.inner.consume(len, |packet| {
             let result = f(packet);
-            capture.log_packet(Path::FromLocal, when, packet);
+            logged.log(Path::FromLocal, packet);
             result
         })
     }

@@ -1,6 +1,7 @@
 //! The smoltcp tap: a real TCP connection over smoltcp's loopback device, every packet
 //! of it logged once as sent and once as received.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use futures_lite::{future::block_on, StreamExt};
@@ -97,16 +98,24 @@ fn every_packet_shows_as_sent_then_received() {
     assert!(flags.iter().any(|f| f & 0x01 != 0), "a FIN");
 }
 
+static CLOCK_READS: AtomicUsize = AtomicUsize::new(0);
+
+fn counted_clock() -> SystemTime {
+    CLOCK_READS.fetch_add(1, Ordering::Relaxed);
+    SystemTime::now()
+}
+
 #[test]
 fn nobody_listening_logs_nothing_and_ethernet_is_refused() {
     let capture = Capture::new();
-    let mut device = Tap::new(
-        Loopback::new(Medium::Ip),
-        capture.clone(),
-        SystemTime::now as fn() -> SystemTime,
-    )
-    .unwrap();
+    let clock = counted_clock as fn() -> SystemTime;
+    let mut device = Tap::new(Loopback::new(Medium::Ip), capture.clone(), clock).unwrap();
     exchange(&mut device);
+    assert_eq!(
+        CLOCK_READS.load(Ordering::Relaxed),
+        0,
+        "an idle tap reads no clock"
+    );
     assert_eq!(capture.stats().logged, 0);
     let ethernet = Tap::new(Loopback::new(Medium::Ethernet), capture, SystemTime::now);
     assert!(matches!(ethernet, Err(Error::InvalidOption { .. })));

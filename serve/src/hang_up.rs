@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
 
-use crate::wait::readable;
+use crate::wait::{readable, yield_now};
 use crate::Runtime;
 
 /// Resolves, with the reason, once the client at the other end of a connection has
@@ -48,8 +48,13 @@ impl Future for HangUp {
     }
 }
 
+/// Reads taken before the watch lets other tasks run: a peer that keeps sending does
+/// not keep the executor thread to itself.
+const READS_PER_TURN: usize = 16;
+
 async fn watch<R: Runtime>(runtime: R, readiness: R::Readiness) -> io::Error {
     let mut scratch = [0u8; 512];
+    let mut reads = 0;
     loop {
         match rustix::net::recv(readiness.as_fd(), &mut scratch[..], RecvFlags::DONTWAIT) {
             Ok((0, _)) => {
@@ -58,7 +63,12 @@ async fn watch<R: Runtime>(runtime: R, readiness: R::Readiness) -> io::Error {
                     "the client closed its end of the connection",
                 )
             }
-            Ok(_) | Err(Errno::INTR) => {}
+            Ok(_) | Err(Errno::INTR) => {
+                reads += 1;
+                if reads % READS_PER_TURN == 0 {
+                    yield_now().await;
+                }
+            }
             Err(Errno::AGAIN) => {
                 if let Err(e) = readable(&runtime, &readiness).await {
                     return e;

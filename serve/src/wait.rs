@@ -20,6 +20,19 @@ pub(crate) async fn readable<R: Runtime>(runtime: &R, readiness: &R::Readiness) 
     poll_fn(|cx| runtime.poll_readable(readiness, cx)).await
 }
 
+/// Lets the executor run other tasks once, then resumes.
+pub(crate) async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            return Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
 /// A deadline that can move, on one timer: re-armed only when the deadline changes or
 /// the timer has fired (a fired async-io timer stays silent until it is set again).
 pub(crate) struct Deadline<T: Timer> {

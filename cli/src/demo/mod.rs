@@ -253,39 +253,48 @@ fn run_replay(
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let thread = thread::spawn(move || {
-        // A loop starts one mean gap after the previous one's last packet.
+        // A loop starts one mean gap after the previous one's last packet, and at least
+        // 10 ms (scaled) after it: a file whose packets share one time is not a busy loop.
         let span = loaded.packets.last().map_or(Duration::ZERO, |p| p.at);
         let gap = span / u32::try_from(loaded.packets.len()).unwrap_or(u32::MAX);
-        'replay: loop {
+        let gap = gap.max(Duration::from_millis(10));
+        loop {
             let start = Instant::now();
             for packet in &loaded.packets {
-                let due = start + speed.due(packet.at);
-                loop {
-                    if flag.load(Ordering::Relaxed) {
-                        break 'replay;
-                    }
-                    match due.checked_duration_since(Instant::now()) {
-                        Some(wait) if !wait.is_zero() => {
-                            thread::sleep(wait.min(Duration::from_millis(100)))
-                        }
-                        _ => break,
-                    }
+                if !wait_until(start.checked_add(speed.due(packet.at)), &flag) {
+                    return;
                 }
-                capture.log_packet_with(
-                    packet.path,
-                    SystemTime::now(),
-                    &packet.packet,
-                    &packet.meta,
-                );
+                let when = SystemTime::now();
+                capture.log_packet_with(packet.path, when, &packet.packet, &packet.meta);
             }
             if once {
                 capture.close();
-                break;
+                return;
             }
-            thread::sleep(speed.due(gap));
+            if !wait_until(Instant::now().checked_add(speed.due(gap)), &flag) {
+                return;
+            }
         }
     });
     DatapathThread { stop, thread }
+}
+
+/// Sleeps until `due` (for ever when it is past what an `Instant` holds) in steps of at
+/// most 100 ms, so that a stop is seen soon; false when stopped.
+fn wait_until(due: Option<Instant>, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let left = due.map(|due| due.saturating_duration_since(Instant::now()));
+        match left {
+            Some(left) if left.is_zero() => return true,
+            _ => thread::sleep(
+                left.unwrap_or(Duration::MAX)
+                    .min(Duration::from_millis(100)),
+            ),
+        }
+    }
 }
 
 /// Starts the servers on a thread of the chosen runtime; returns once they listen.

@@ -10,6 +10,8 @@ use pcap_parser::pcapng::Block;
 use pcap_parser::{PcapBlockOwned, PcapError};
 use pcapcast_core::{Meta, Path};
 
+use crate::blocks::Resolution;
+
 /// One packet to replay.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
@@ -43,18 +45,26 @@ pub fn parse_speed(s: &str) -> Result<Speed, String> {
         return Ok(Speed::Max);
     }
     match s.parse::<f64>() {
-        Ok(factor) if factor.is_finite() && factor > 0.0 => Ok(Speed::Times(factor)),
+        Ok(factor) if (MIN_FACTOR..=MAX_FACTOR).contains(&factor) => Ok(Speed::Times(factor)),
         _ => Err(format!(
-            "{s:?} is not a speed: use a factor above 0 (1 is the recorded pace) or max"
+            "{s:?} is not a speed: use a factor from {MIN_FACTOR} to {MAX_FACTOR} (1 is the recorded pace) or max"
         )),
     }
 }
 
+/// The slowest and the fastest pace a factor gives: a thousandth of the recorded one, a
+/// million times it.
+const MIN_FACTOR: f64 = 0.001;
+const MAX_FACTOR: f64 = 1_000_000.0;
+
 impl Speed {
-    /// How long after the replay's start a packet recorded `at` is due.
+    /// How long after the replay's start a packet recorded `at` is due; `Duration::MAX`
+    /// past what a `Duration` holds.
     pub fn due(self, at: Duration) -> Duration {
         match self {
-            Speed::Times(factor) => at.div_f64(factor),
+            Speed::Times(factor) => {
+                Duration::try_from_secs_f64(at.as_secs_f64() / factor).unwrap_or(Duration::MAX)
+            }
             Speed::Max => Duration::ZERO,
         }
     }
@@ -87,7 +97,9 @@ pub fn load(path: &FsPath) -> Result<Replay, String> {
     let mut replay = Replay::default();
     // pcap: the link type and whether times are in ns; pcapng: each interface's.
     let mut legacy = (ETHERNET, false);
-    let mut interfaces: Vec<(i32, u64)> = Vec::new();
+    // Each section's interfaces, and whether the section is big-endian.
+    let mut interfaces: Vec<(i32, Resolution)> = Vec::new();
+    let mut big_endian = false;
     let mut first: Option<u128> = None;
     let mut last = 0u128;
     let mut add = |replay: &mut Replay, ns: Option<u128>, linktype: i32, data: &[u8], flags| {
@@ -110,7 +122,7 @@ pub fn load(path: &FsPath) -> Result<Replay, String> {
             Ok((offset, block)) => {
                 match block {
                     PcapBlockOwned::LegacyHeader(header) => {
-                        legacy = (header.network.0, header.magic_number == 0xA1B2_3C4D);
+                        legacy = (header.network.0, header.is_nanosecond_precision());
                     }
                     PcapBlockOwned::Legacy(record) => {
                         let fraction = u128::from(record.ts_usec);
@@ -119,24 +131,33 @@ pub fn load(path: &FsPath) -> Result<Replay, String> {
                         let data = cut(record.data, record.caplen);
                         add(&mut replay, Some(ns), legacy.0, data, None);
                     }
+                    PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
+                        // Interface numbers start again in each section.
+                        interfaces.clear();
+                        big_endian = shb.big_endian();
+                    }
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                        interfaces.push((idb.linktype.0, units_per_second(idb.if_tsresol)));
+                        interfaces.push((idb.linktype.0, resolution(idb.if_tsresol)));
                     }
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                        let Some(&(linktype, units)) = interfaces.get(epb.if_id as usize) else {
+                        let Some(&(linktype, unit)) = interfaces.get(epb.if_id as usize) else {
                             return Err(format!(
                                 "{name}: a packet of interface {} that was never described",
                                 epb.if_id
                             ));
                         };
-                        let ticks = (u128::from(epb.ts_high) << 32) | u128::from(epb.ts_low);
-                        let ns = ticks * 1_000_000_000 / u128::from(units);
+                        let ticks = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                        let ns = unit.nanos(ticks);
                         let flags = epb
                             .options
                             .iter()
                             .find(|o| o.code.0 == 2 && o.value.len() >= 4)
                             .map(|o| {
-                                u32::from_le_bytes([o.value[0], o.value[1], o.value[2], o.value[3]])
+                                let value = [o.value[0], o.value[1], o.value[2], o.value[3]];
+                                match big_endian {
+                                    true => u32::from_be_bytes(value),
+                                    false => u32::from_le_bytes(value),
+                                }
                             });
                         add(
                             &mut replay,
@@ -179,15 +200,12 @@ fn cut(data: &[u8], caplen: u32) -> &[u8] {
     &data[..data.len().min(caplen as usize)]
 }
 
-/// `if_tsresol`: 10^-n (high bit clear) or 2^-n; microseconds when absent.
-fn units_per_second(tsresol: u8) -> u64 {
-    let exponent = u32::from(tsresol & 0x7f);
-    let units = if tsresol & 0x80 == 0 {
-        10u64.checked_pow(exponent)
-    } else {
-        1u64.checked_shl(exponent)
-    };
-    units.filter(|&u| u > 0).unwrap_or(1_000_000)
+/// `if_tsresol`: 10^-n (high bit clear) or 2^-n.
+fn resolution(tsresol: u8) -> Resolution {
+    match tsresol & 0x80 {
+        0 => Resolution::Decimal(tsresol),
+        _ => Resolution::Binary(tsresol & 0x7f),
+    }
 }
 
 /// The path, IP packet and metadata a record holds, if it holds one.
@@ -361,15 +379,16 @@ mod tests {
     fn speeds() {
         assert_eq!(parse_speed("max"), Ok(Speed::Max));
         assert_eq!(parse_speed("2"), Ok(Speed::Times(2.0)));
-        assert!(
-            parse_speed("0").is_err() && parse_speed("-1").is_err() && parse_speed("fast").is_err()
-        );
+        for bad in ["0", "-1", "fast", "1e-300", "1e300", "NaN", "inf"] {
+            assert!(parse_speed(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Speed::Times(0.001).due(Duration::MAX), Duration::MAX);
         assert_eq!(
             Speed::Times(2.0).due(Duration::from_secs(3)),
             Duration::from_millis(1500)
         );
-        assert_eq!(units_per_second(9), 1_000_000_000);
-        assert_eq!(units_per_second(0x80 | 10), 1024);
-        assert_eq!(units_per_second(6), 1_000_000);
+        assert_eq!(resolution(9).nanos(5), 5);
+        assert_eq!(resolution(6).nanos(5), 5_000);
+        assert_eq!(resolution(0x80 | 10).nanos(1024), 1_000_000_000);
     }
 }

@@ -98,6 +98,10 @@ impl<R: Runtime> Session<'_, R> {
     /// comes. `Ok` once the capture closed and everything went out.
     async fn stream(&mut self, stream: StdStream, lost_before: Option<u64>) -> io::Result<()> {
         let collector = self.push.collector;
+        // A collector that closes its end is taken to have gone, as a PCAP-over-IP
+        // client is: then a restarted collector is found at once, even when nothing
+        // is logged. One that only shuts down its sending side (`nc -l < /dev/null`)
+        // is taken so too, and reconnected to: the price of that.
         let hang_up = HangUp::watch(&self.push.runtime, duplicate(&stream));
         let mut hang_up = pin!(hang_up);
         let mut io = self.push.runtime.stream(stream)?;
