@@ -3,8 +3,11 @@
 //! there are no timers here.
 //!
 //! Each daemon's interfaces become interfaces of the merged file, renumbered, with the
-//! daemon named in `if_description`. Packets wait in a reorder window: a packet is
-//! written once it has waited `window` since it arrived, earliest time first. A daemon
+//! daemon named in `if_description`. Packets wait in a reorder window and are written
+//! earliest time first, each at the latest once it has waited `window` since it
+//! arrived: whenever the packet held longest is due, the earliest-timed packets are
+//! written until it is. (A daemon whose clock runs behind thus holds nobody back for
+//! longer than the window.) A daemon
 //! hands out a packet at most its flush interval (100 ms) after logging it, so with
 //! clocks that agree, a packet logged earlier elsewhere arrives within the window and
 //! takes its place. One that arrives after a later packet was written (a clock ahead
@@ -13,7 +16,7 @@
 //! where its order breaks.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,7 +48,6 @@ pub struct Out {
 struct Held {
     nanos: u128,
     seq: u64,
-    due: Instant,
     source: usize,
     block: Bytes,
     drops: u64,
@@ -85,6 +87,9 @@ pub struct Merge {
     max_held_bytes: usize,
     sources: Vec<Source>,
     held: BinaryHeap<Held>,
+    /// When each held packet's window ends, by arrival: the first is the one held
+    /// longest.
+    deadlines: BTreeMap<u64, Instant>,
     held_bytes: usize,
     ready: VecDeque<Out>,
     next_interface: u32,
@@ -112,6 +117,7 @@ impl Merge {
                 })
                 .collect(),
             held: BinaryHeap::new(),
+            deadlines: BTreeMap::new(),
             held_bytes: 0,
             ready: VecDeque::from([Out {
                 source: None,
@@ -193,7 +199,7 @@ impl Merge {
                     let behind =
                         Duration::from_nanos(u64::try_from(up_to - nanos).unwrap_or(u64::MAX));
                     let comment = format!(
-                        "pcapcast: arrived after the {:?} reorder window, {behind:?} earlier than the packet before it",
+                        "pcapcast: out of order, {behind:?} earlier than the packet before it, which was written before this one arrived (reorder window {:?})",
                         self.window
                     );
                     self.ready.push_back(Out {
@@ -208,10 +214,11 @@ impl Merge {
                     let block = blocks::renumber_packet(&bytes, merged, None);
                     self.held_bytes += block.len();
                     self.seq += 1;
+                    let due = now.checked_add(self.window).unwrap_or(now);
+                    self.deadlines.insert(self.seq, due);
                     self.held.push(Held {
                         nanos,
                         seq: self.seq,
-                        due: now + self.window,
                         source,
                         block,
                         drops,
@@ -230,8 +237,8 @@ impl Merge {
         if let Some(out) = self.ready.pop_front() {
             return Some(out);
         }
-        let top = self.held.peek()?;
-        (top.due <= now || self.held_bytes > self.max_held_bytes).then(|| self.release())?
+        let due = self.next_due()?;
+        (due <= now || self.held_bytes > self.max_held_bytes).then(|| self.release())?
     }
 
     /// The next block, without waiting for the window: for the end of the capture.
@@ -239,13 +246,14 @@ impl Merge {
         self.ready.pop_front().or_else(|| self.release())
     }
 
-    /// When a held packet falls due next.
+    /// When the packet held longest falls due.
     pub fn next_due(&self) -> Option<Instant> {
-        self.held.peek().map(|held| held.due)
+        self.deadlines.first_key_value().map(|(_, due)| *due)
     }
 
     fn release(&mut self) -> Option<Out> {
         let held = self.held.pop()?;
+        self.deadlines.remove(&held.seq);
         self.held_bytes -= held.block.len();
         self.written_up_to = Some(held.nanos);
         Some(Out {

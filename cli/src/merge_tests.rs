@@ -138,10 +138,41 @@ fn a_packet_waits_its_window_and_an_earlier_one_overtakes_it() {
         t0 + Duration::from_millis(400),
     )
     .unwrap();
-    // The later packet's window has passed, but it waits for the earlier one's.
-    assert!(pop_all(&mut m, t0 + WINDOW).is_empty());
-    let out = pop_all(&mut m, t0 + Duration::from_millis(900));
+    // When the first packet's window ends, both go, earliest time first: the earlier
+    // one, not yet due itself, does not hold the first back.
+    let out = pop_all(&mut m, t0 + WINDOW);
     assert_eq!(read_back(&header_and(out)).1, [(3, 100, 2), (0, 200, 1)]);
+    assert_eq!(m.next_due(), None);
+}
+
+#[test]
+fn a_daemon_behind_holds_nobody_past_the_window() {
+    let mut m = merge(2);
+    let t0 = Instant::now();
+    m.push(0, &header(), t0).unwrap();
+    m.push(1, &header(), t0).unwrap();
+    pop_all(&mut m, t0);
+    // Daemon 1's clock is 10 s behind: its packets carry earlier times and keep coming.
+    // Daemon 0's packet must not wait for them past its own window.
+    const AHEAD: u64 = 10_000_000_000;
+    m.push(0, &packet(Path::FromLocal, AHEAD, 1), t0).unwrap();
+    let mut written = Vec::new();
+    let mut late = 0;
+    for i in 1..=8u64 {
+        let at = t0 + Duration::from_millis(100 * i);
+        m.push(1, &packet(Path::FromPeer, 100 * i, 2), at).unwrap();
+        let out = pop_all(&mut m, at);
+        late += out.iter().filter(|o| o.late).count();
+        let times: Vec<u64> = read_back(&header_and(out)).1.iter().map(|p| p.1).collect();
+        if at < t0 + WINDOW {
+            assert!(times.is_empty(), "{i}: {times:?}");
+        }
+        written.extend(times);
+    }
+    // At the window's end: daemon 1's five packets so far, then daemon 0's; the three
+    // after come at once, marked late.
+    assert_eq!(written, [100, 200, 300, 400, 500, AHEAD, 600, 700, 800]);
+    assert_eq!(late, 3);
 }
 
 /// The blocks of a merge of two headers, then `outs`: something to read back.
@@ -175,7 +206,7 @@ fn a_packet_after_the_window_is_written_at_once_marked_late() {
     };
     assert!(
         String::from_utf8_lossy(bytes)
-            .contains("arrived after the 500ms reorder window, 100ms earlier"),
+            .contains("out of order, 100ms earlier than the packet before it"),
         "the comment says why it is out of order"
     );
     let (_, packets) = read_back(&first.into_iter().chain([out]).collect::<Vec<_>>());

@@ -65,9 +65,14 @@ impl<'a> DiscoFrame<'a> {
         }
     }
 
-    /// The same frame, received through the DERP node whose public key is `key`.
+    /// The same frame, received through the DERP node whose public key is `key`: its
+    /// source becomes DERP's magic address, [`DERP_MAGIC_IP`], the port (the DERP
+    /// region) kept. The DERP flag is written from the source, as Tailscale's
+    /// `ToPCAPFrame` does, so a frame from `DERP_MAGIC_IP` is flagged with or without a
+    /// key.
     #[must_use]
     pub fn via_derp(mut self, key: [u8; KEY_LEN]) -> DiscoFrame<'a> {
+        self.source.set_ip(DERP_MAGIC_IP.into());
         self.derp_key = Some(key);
         self
     }
@@ -106,10 +111,12 @@ impl<'a> DiscoFrame<'a> {
                 out.len()
             )));
         };
-        let (flags, key) = match self.derp_key {
-            Some(key) => (VIA_DERP, key),
-            None => (0, [0; KEY_LEN]),
+        let flags = if self.source.ip() == DERP_MAGIC_IP {
+            VIA_DERP
+        } else {
+            0
         };
+        let key = self.derp_key.unwrap_or([0; KEY_LEN]);
         out[0] = flags;
         out[1..1 + KEY_LEN].copy_from_slice(&key);
         let mut at = 1 + KEY_LEN;
@@ -208,6 +215,17 @@ mod tests {
         assert_eq!(&bytes[37..41], &[127, 3, 3, 40]);
         assert_eq!(&bytes[41..], &[3, 0, 2, 0, 9]);
         assert_eq!(DiscoFrame::parse(&bytes).unwrap(), frame);
+    }
+
+    #[test]
+    fn the_derp_flag_follows_the_source() {
+        let direct = DiscoFrame::new("192.0.2.1:41641".parse().unwrap(), &[1, 0]);
+        let relayed = direct.via_derp([7; 32]);
+        assert_eq!(relayed.source, SocketAddr::new(DERP_MAGIC_IP.into(), 41641));
+        assert_eq!(relayed.to_vec()[0], 1);
+        assert_eq!(direct.to_vec()[0], 0);
+        let magic_without_key = DiscoFrame::new(SocketAddr::new(DERP_MAGIC_IP.into(), 2), &[2, 0]);
+        assert_eq!(magic_without_key.to_vec()[0], 1);
     }
 
     #[test]

@@ -20,12 +20,12 @@
 //! impl Runtime for Smol {
 //!     type Stream = Socket<FuturesIo<Async<UnixStream>>, FuturesIo<Async<TcpStream>>>;
 //!     type Readiness = Async<OwnedFd>;
-//!     type Timer = SmolTimer;
-//!     fn timer(&self) -> SmolTimer { SmolTimer::new() }
+//!     type Timer = SmolTimer; // hyper's Timer trait, and Default
 //!     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) { smol::spawn(task).detach() }
 //!     fn readiness(&self, fd: OwnedFd) -> io::Result<Async<OwnedFd>> { Async::new(fd) }
 //!     fn poll_readable(&self, r: &Async<OwnedFd>, cx: &mut Context<'_>) -> Poll<io::Result<()>> { r.poll_readable(cx) }
 //!     fn stream(&self, stream: StdStream) -> io::Result<Self::Stream> { /* Async::new */ }
+//!     fn connect_tcp(&self, addr: SocketAddr) -> impl Future<Output = io::Result<StdStream>> + Send { /* Async::connect */ }
 //! }
 //! ```
 
@@ -56,8 +56,8 @@ pub use pcapcast_core;
 /// Names the shared layer's types for one runtime and writes its `stream_to`, as a glue
 /// crate exports them: `runtime_glue!(Smol, futures_lite::AsyncWrite, FuturesIo::new)`
 /// gives `HttpServer` (= `HttpServer<Smol>`), `CaptureService`, `CaptureBody`,
-/// `Listener`, `Timed`, and `stream_to` over the runtime's own writer trait, wrapped
-/// into hyper's I/O traits by the third argument.
+/// `Listener`, `Timed`, `Push`, `PushStats`, and `stream_to` over the runtime's own
+/// writer trait, wrapped into hyper's I/O traits by the third argument.
 #[macro_export]
 macro_rules! runtime_glue {
     ($runtime:ty, $write:path, $wrap:path) => {

@@ -55,8 +55,9 @@ impl Outbox {
         self.pieces.iter().map(ends).sum::<u64>() - front_done
     }
 
-    /// Writes everything queued, many pieces per system call; returns the records
-    /// written whole. On an error the unwritten rest stays queued (see [`Outbox::cut`]).
+    /// Writes everything queued, many pieces per system call, adding the records
+    /// written whole to `sent`. On an error the unwritten rest stays queued (see
+    /// [`Outbox::cut`]).
     pub(crate) async fn write_to<W: Write + Unpin>(
         &mut self,
         writer: &mut W,

@@ -41,7 +41,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pcap_over_ip: Option<SocketAddr>,
     /// What --pcap-over-ip serves: pcap (the seed format, with each packet's path) or
-    /// raw (bare IP, for Arkime's pcap-over-ip-client mode, which reads LINKTYPE_RAW).
+    /// raw (bare IP, for Arkime's pcap-over-ip-client mode, which reads LINKTYPE_RAW);
+    /// --snaplen, --paths and the filter apply.
     #[arg(long, value_enum, default_value = "pcap", requires = "pcap_over_ip")]
     pcap_over_ip_format: crate::push::PushFormat,
     /// Also push the capture to a PCAP-over-IP collector listening at tcp:HOST:PORT
@@ -126,9 +127,12 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         None => None,
     };
     let stop = stop_signals();
-    let pcap_over_ip = args
-        .pcap_over_ip
-        .map(|addr| (addr, Options::new().format(args.pcap_over_ip_format.into())));
+    let pcap_over_ip = args.pcap_over_ip.map(|addr| {
+        (
+            addr,
+            options.clone().format(args.pcap_over_ip_format.into()),
+        )
+    });
     serve(args.runtime, capture.clone(), socket.clone(), pcap_over_ip)?;
     let pushing = match args.push {
         Some(collector) => {
