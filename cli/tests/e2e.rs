@@ -98,6 +98,18 @@ fn pcapcast(args: &[&str]) -> Output {
         .expect("pcapcast runs")
 }
 
+/// `pcapcast capture` from `demo` into `file`, with `args` between; it must succeed.
+fn capture_into(runtime: &str, demo: &Demo, args: &[&str], file: &Path) {
+    let connect = demo.connect();
+    let head = ["capture", "--runtime", runtime, "--connect", &connect];
+    let out = pcapcast(&[&head[..], args, &["-o", file.to_str().unwrap()]].concat());
+    assert!(
+        out.status.success(),
+        "{runtime}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs tshark on a file with the dissector and checksum validation; stdout lines.
 fn tshark_fields(file: &Path, fields: &[&str]) -> Vec<Vec<String>> {
     let mut command = Command::new("tshark");
@@ -136,22 +148,7 @@ fn demo_capture_decodes_with_the_dissector(runtime: &str) {
     let dir = temp_dir("decode");
     let demo = Demo::start(runtime, &dir, &[]);
     let file = dir.join("demo.pcap");
-    let out = pcapcast(&[
-        "capture",
-        "--runtime",
-        runtime,
-        "--connect",
-        &demo.connect(),
-        "-c",
-        "120",
-        "-o",
-        file.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    capture_into(runtime, &demo, &["-c", "120"], &file);
     let rows = tshark_fields(
         &file,
         &[
@@ -203,24 +200,7 @@ fn pcapng_marks_interfaces_and_directions(runtime: &str) {
     let dir = temp_dir("pcapng");
     let demo = Demo::start(runtime, &dir, &[]);
     let file = dir.join("demo.pcapng");
-    let out = pcapcast(&[
-        "capture",
-        "--runtime",
-        runtime,
-        "--connect",
-        &demo.connect(),
-        "--format",
-        "pcapng",
-        "-c",
-        "60",
-        "-o",
-        file.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    capture_into(runtime, &demo, &["--format", "pcapng", "-c", "60"], &file);
     let rows = tshark_fields(
         &file,
         &[
@@ -262,26 +242,10 @@ fn tailscale_format_decodes_nat_and_disco(runtime: &str) {
     let dir = temp_dir("tailscale");
     let demo = Demo::start(runtime, &dir, &[]);
     let file = dir.join("demo-tailscale.pcap");
-    let out = pcapcast(&[
-        "capture",
-        "--runtime",
-        runtime,
-        "--connect",
-        &demo.connect(),
-        "--format",
-        "tailscale",
-        // Disco frames come every fourth round, direct pings every eighth: 300
-        // packets span about 15 rounds.
-        "-c",
-        "300",
-        "-o",
-        file.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Disco frames come every fourth round, direct pings every eighth: 300 packets span
+    // about 15 rounds.
+    let args = ["--format", "tailscale", "-c", "300"];
+    capture_into(runtime, &demo, &args, &file);
     let rows = tshark_fields(
         &file,
         &[
@@ -358,24 +322,7 @@ fn demo_tcp_is_a_real_conversation(runtime: &str) {
     let dir = temp_dir("tcp");
     let demo = Demo::start(runtime, &dir, &[]);
     let file = dir.join("tcp.pcap");
-    let out = pcapcast(&[
-        "capture",
-        "--runtime",
-        runtime,
-        "--connect",
-        &demo.connect(),
-        "-f",
-        "tcp",
-        "-c",
-        "45",
-        "-o",
-        file.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    capture_into(runtime, &demo, &["-f", "tcp", "-c", "45"], &file);
     let rows = tshark_fields(
         &file,
         &[
@@ -417,24 +364,7 @@ fn a_filter_keeps_only_what_it_matches(runtime: &str) {
         ("--bpf", "23,48 0 0 0,84 0 0 240,21 0 6 96,48 0 0 6,21 0 17 17,40 0 0 40,21 14 0 53,40 0 0 42,21 12 13 53,48 0 0 0,84 0 0 240,21 0 10 64,48 0 0 9,21 0 8 17,40 0 0 6,69 6 0 8191,177 0 0 0,72 0 0 0,21 2 0 53,72 0 0 2,21 0 1 53,6 0 0 65535,6 0 0 0"),
     ] {
         let file = dir.join("dns.pcap");
-        let out = pcapcast(&[
-            "capture",
-            "--runtime",
-            runtime,
-            "--connect",
-            &demo.connect(),
-            flag,
-            value,
-            "-c",
-            "30",
-            "-o",
-            file.to_str().unwrap(),
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        capture_into(runtime, &demo, &[flag, value, "-c", "30"], &file);
         let rows = tshark_fields(&file, &["udp.srcport", "udp.dstport", "dns.id"]);
         assert_eq!(rows.len(), 30, "{runtime} {flag}");
         for row in &rows {
@@ -568,24 +498,7 @@ fn replay_serves_a_captures_ip_packets(runtime: &str) {
     // Served, looping at twenty times the recorded pace, read through a filter.
     let demo = Demo::start(runtime, &dir, &["--replay", input, "--speed", "20"]);
     let dns = dir.join("dns.pcap");
-    let out = pcapcast(&[
-        "capture",
-        "--runtime",
-        runtime,
-        "--connect",
-        &demo.connect(),
-        "-f",
-        "udp port 53",
-        "-c",
-        "12",
-        "-o",
-        dns.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    capture_into(runtime, &demo, &["-f", "udp port 53", "-c", "12"], &dns);
     let rows = tshark_fields(&dns, &["ip.src", "udp.dstport"]);
     assert_eq!(rows.len(), 12, "{runtime}: more than one loop");
     assert!(
