@@ -3,13 +3,13 @@
 //! mid-way is lost.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
-use std::io::{self, IoSlice};
-use std::pin::Pin;
+use std::io;
 
 use bytes::Bytes;
 use hyper::rt::Write;
 use pcapcast_core::pcap::RECORD_HEADER_LEN;
+
+use crate::write::write_some;
 
 /// Pieces of an output's stream, each made of whole classic pcap records (the
 /// little-endian layout the core's encoder writes), and how much of the first one a
@@ -63,25 +63,8 @@ impl Outbox {
         writer: &mut W,
         sent: &mut u64,
     ) -> io::Result<()> {
-        const MAX_SLICES: usize = 64;
-        while let Some(front) = self.pieces.front() {
-            let first = front.slice(self.written..);
-            let mut n = poll_fn(|cx| {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                slices[0] = IoSlice::new(&first);
-                let used = 1 + self
-                    .pieces
-                    .iter()
-                    .skip(1)
-                    .zip(slices[1..].iter_mut())
-                    .map(|(piece, slice)| *slice = IoSlice::new(piece))
-                    .count();
-                Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..used])
-            })
-            .await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
+        while !self.pieces.is_empty() {
+            let mut n = write_some(writer, &self.pieces, self.written).await?;
             while let Some(front) = self.pieces.front() {
                 let left = front.len() - self.written;
                 if n < left {
@@ -135,6 +118,7 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
     use std::task::{Context, Poll};
 
     use bytes::BytesMut;

@@ -45,12 +45,7 @@ pub async fn serve_pcap_over_ip_with<R: Runtime>(
     listener: Listener<R>,
     options: Options,
 ) -> io::Result<()> {
-    if options.get_format() == Format::Pcapng {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "PCAP-over-IP carries classic pcap: use the seed format, tailscale or raw IP, not pcapng",
-        ));
-    }
+    classic_pcap_only(&options)?;
     if let Some(addr) = listener.tcp_addr() {
         if !addr.ip().is_loopback() {
             return Err(io::Error::new(
@@ -86,4 +81,16 @@ pub async fn serve_pcap_over_ip_with<R: Runtime>(
             }
         });
     }
+}
+
+/// PCAP-over-IP, served or pushed, carries classic pcap: readers (tshark's `TCP@`,
+/// Arkime) take nothing else.
+pub(crate) fn classic_pcap_only(options: &Options) -> io::Result<()> {
+    if options.get_format() == Format::Pcapng {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "PCAP-over-IP carries classic pcap (what tshark and Arkime read): use the seed format, tailscale or raw IP, not pcapng",
+        ));
+    }
+    Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use pcapcast_core::pcap::FILE_HEADER_LEN;
-use pcapcast_core::{Capture, Encoder, Format, Options};
+use pcapcast_core::{Capture, Encoder, Options};
 
 use crate::outbox::Outbox;
 use crate::{Runtime, Timed};
@@ -149,12 +149,7 @@ impl<R: Runtime> Push<R> {
     /// first wait is zero or above the longest; the capture's refusal of another output.
     /// A collector that cannot be reached is not an error: the push keeps trying.
     pub async fn run(self) -> io::Result<()> {
-        if self.options.get_format() == Format::Pcapng {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "PCAP-over-IP collectors (Arkime among them) read classic pcap: push pcap, tailscale or raw, not pcapng",
-            ));
-        }
+        crate::pcap_over_ip::classic_pcap_only(&self.options)?;
         if self.first_retry.is_zero() || self.first_retry > self.max_retry {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -70,7 +70,7 @@ where
 
 /// The next bytes due, or the hang-up's error. The watch is polled only while nothing
 /// is due, so a busy stream does not pay for it.
-async fn due_or_hang_up<R, H>(
+pub(crate) async fn due_or_hang_up<R, H>(
     timed: &mut Timed<R>,
     mut hang_up: Pin<&mut H>,
 ) -> io::Result<Option<Bytes>>
@@ -90,21 +90,8 @@ async fn write_pieces<W: Write + Unpin>(
     writer: &mut W,
     pieces: &mut VecDeque<Bytes>,
 ) -> io::Result<()> {
-    const MAX_SLICES: usize = 64;
     while !pieces.is_empty() {
-        let mut written = poll_fn(|cx| {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let used = pieces
-                .iter()
-                .zip(slices.iter_mut())
-                .map(|(piece, slice)| *slice = IoSlice::new(piece))
-                .count();
-            Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..used])
-        })
-        .await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
+        let mut written = write_some(writer, pieces, 0).await?;
         while written > 0 {
             let Some(front) = pieces.front_mut() else {
                 break;
@@ -119,4 +106,32 @@ async fn write_pieces<W: Write + Unpin>(
         }
     }
     Ok(())
+}
+
+/// One vectored write of the queued pieces, the first from byte `skip` on; returns the
+/// bytes written, never 0 (a writer that takes nothing is an error).
+pub(crate) async fn write_some<W: Write + Unpin>(
+    writer: &mut W,
+    pieces: &VecDeque<Bytes>,
+    skip: usize,
+) -> io::Result<usize> {
+    const MAX_SLICES: usize = 64;
+    let written = poll_fn(|cx| {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let used = pieces
+            .iter()
+            .enumerate()
+            .zip(slices.iter_mut())
+            .map(|((i, piece), slice)| {
+                let from = if i == 0 { skip.min(piece.len()) } else { 0 };
+                *slice = IoSlice::new(&piece[from..]);
+            })
+            .count();
+        Pin::new(&mut *writer).poll_write_vectored(cx, &slices[..used])
+    })
+    .await?;
+    if written == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    Ok(written)
 }

@@ -15,6 +15,7 @@ use crate::hang_up::HangUp;
 use crate::net::duplicate;
 use crate::outbox::Outbox;
 use crate::wait::sleep_until;
+use crate::write::due_or_hang_up;
 use crate::{Runtime, StdStream, Timed};
 
 /// A push at work: the output, and what waits for the next connection.
@@ -132,11 +133,7 @@ impl<R: Runtime> Session<'_, R> {
                 return poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
             }
             // The watch is polled only while nothing is due, as `stream_to` does.
-            let next = poll_fn(|cx| match self.timed.poll_due(cx) {
-                Poll::Ready(due) => Poll::Ready(Ok(due)),
-                Poll::Pending => hang_up.as_mut().poll(cx).map(Err),
-            })
-            .await?;
+            let next = due_or_hang_up(&mut self.timed, hang_up.as_mut()).await?;
             match next {
                 Some(bytes) => self.take(bytes),
                 None => ended = true,
