@@ -4,14 +4,10 @@
 //! sections only (pcapcast writes nothing else); options are walked with every length
 //! checked, so a hostile block is refused, never read out of bounds.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use pcapcast_core::pcapng::{BYTE_ORDER_MAGIC, SECTION_HEADER};
-
-const OPT_END: u16 = 0;
-const OPT_COMMENT: u16 = 1;
-const SHB_USERAPPL: u16 = 4;
-const IF_DESCRIPTION: u16 = 3;
-const IF_TSRESOL: u16 = 9;
+use bytes::{Bytes, BytesMut};
+use pcapcast_core::pcapng::{
+    self, BYTE_ORDER_MAGIC, IF_DESCRIPTION, IF_TSRESOL, OPT_COMMENT, OPT_END,
+};
 /// Type and length before a block's body; the length again after it.
 const FRAME: usize = 8;
 /// An interface description's fixed part: link type, reserved, snaplen.
@@ -74,42 +70,21 @@ fn options(block: &[u8], start: usize) -> Option<Vec<(u16, &[u8])>> {
     Some(found)
 }
 
-fn put_option(out: &mut BytesMut, code: u16, value: &[u8]) {
-    // Values longer than an option holds are cut (a name or comment of 64 KiB).
-    let value = &value[..value.len().min(usize::from(u16::MAX))];
-    out.put_u16_le(code);
-    out.put_u16_le(value.len() as u16);
-    out.extend_from_slice(value);
-    out.put_bytes(0, (4 - value.len() % 4) % 4);
-}
-
 /// Writes the options and the end of a block begun at `start` with `options`.
 fn finish_block(out: &mut BytesMut, start: usize, options: &[(u16, &[u8])]) {
     for (code, value) in options {
-        put_option(out, *code, value);
+        pcapng::put_option(out, *code, value);
     }
     if !options.is_empty() {
-        put_option(out, OPT_END, &[]);
+        pcapng::put_option(out, OPT_END, &[]);
     }
-    let total = (out.len() - start + 4) as u32;
-    out.put_u32_le(total);
-    out[start + 4..start + 8].copy_from_slice(&total.to_le_bytes());
+    pcapng::end_block(out, start);
 }
 
 /// A section header naming the application, with `comment` (`shb_comment`).
 pub fn section_header(application: &str, comment: &str) -> Bytes {
     let mut out = BytesMut::new();
-    out.put_u32_le(SECTION_HEADER);
-    out.put_u32_le(0);
-    out.put_u32_le(BYTE_ORDER_MAGIC);
-    out.put_u16_le(1); // major version
-    out.put_u16_le(0); // minor version
-    out.put_i64_le(-1); // section length: not known while streaming
-    let options = [
-        (OPT_COMMENT, comment.as_bytes()),
-        (SHB_USERAPPL, application.as_bytes()),
-    ];
-    finish_block(&mut out, 0, &options);
+    pcapng::put_section_header_with(&mut out, application, Some(comment));
     out.freeze()
 }
 
@@ -173,7 +148,7 @@ pub fn renumber_packet(block: &[u8], interface: u32, comment: Option<&str>) -> B
 #[cfg(test)]
 mod tests {
     use pcapcast_core::framer::{Framer, Unit};
-    use pcapcast_core::pcapng::{self, PacketMeta};
+    use pcapcast_core::pcapng::{self, PacketMeta, SECTION_HEADER, SHB_USERAPPL};
     use pcapcast_core::{Direction, Timestamp};
 
     use super::*;

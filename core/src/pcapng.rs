@@ -15,12 +15,18 @@ pub const ENHANCED_PACKET: u32 = 0x0000_0006;
 /// The byte-order magic of a section header.
 pub const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 
-const OPT_END: u16 = 0;
-const OPT_COMMENT: u16 = 1;
-const SHB_USERAPPL: u16 = 4;
-const IF_NAME: u16 = 2;
-const IF_DESCRIPTION: u16 = 3;
-const IF_TSRESOL: u16 = 9;
+/// Option code: the end of a block's options.
+pub const OPT_END: u16 = 0;
+/// Option code: a comment, in any block.
+pub const OPT_COMMENT: u16 = 1;
+/// Section header option: the application that wrote the section.
+pub const SHB_USERAPPL: u16 = 4;
+/// Interface description option: the interface's name.
+pub const IF_NAME: u16 = 2;
+/// Interface description option: the interface's description.
+pub const IF_DESCRIPTION: u16 = 3;
+/// Interface description option: the unit of its timestamps.
+pub const IF_TSRESOL: u16 = 9;
 const EPB_FLAGS: u16 = 2;
 const EPB_DROPCOUNT: u16 = 4;
 
@@ -41,11 +47,19 @@ pub const TSRESOL_NANOS: u8 = 9;
 /// assert_eq!(out.len() % 4, 0);
 /// ```
 pub fn put_section_header(out: &mut BytesMut, application: &str) {
+    put_section_header_with(out, application, None);
+}
+
+/// [`put_section_header`] with a `shb_comment`, when given.
+pub fn put_section_header_with(out: &mut BytesMut, application: &str, comment: Option<&str>) {
     let start = begin_block(out, SECTION_HEADER);
     out.put_u32_le(BYTE_ORDER_MAGIC);
     out.put_u16_le(1); // major version
     out.put_u16_le(0); // minor version
     out.put_i64_le(-1); // section length: not known while streaming
+    if let Some(comment) = comment {
+        put_option(out, OPT_COMMENT, comment.as_bytes());
+    }
     put_option(out, SHB_USERAPPL, application.as_bytes());
     put_option(out, OPT_END, &[]);
     end_block(out, start);
@@ -125,20 +139,26 @@ pub fn put_enhanced_packet(out: &mut BytesMut, meta: &PacketMeta, data: &[&[u8]]
     out.len() - before
 }
 
-fn begin_block(out: &mut BytesMut, block_type: u32) -> usize {
+/// Begins a block of `block_type` (its total length left to [`end_block`]); returns
+/// where it starts.
+pub fn begin_block(out: &mut BytesMut, block_type: u32) -> usize {
     let start = out.len();
     out.put_u32_le(block_type);
     out.put_u32_le(0); // total length, patched by `end_block`
     start
 }
 
-fn end_block(out: &mut BytesMut, start: usize) {
+/// Ends the block begun at `start`: its total length, at both ends.
+pub fn end_block(out: &mut BytesMut, start: usize) {
     let total = saturating_u32(out.len() - start + 4);
     out.put_u32_le(total);
     out[start + 4..start + 8].copy_from_slice(&total.to_le_bytes());
 }
 
-fn put_option(out: &mut BytesMut, code: u16, value: &[u8]) {
+/// Appends one option, padded to 32 bits; a value longer than an option holds (64 KiB)
+/// is cut.
+pub fn put_option(out: &mut BytesMut, code: u16, value: &[u8]) {
+    let value = &value[..value.len().min(usize::from(u16::MAX))];
     out.put_u16_le(code);
     out.put_u16_le(value.len() as u16);
     out.extend_from_slice(value);
