@@ -25,6 +25,9 @@ pub const FIRST_RETRY: Duration = Duration::from_millis(100);
 pub const MAX_RETRY: Duration = Duration::from_secs(5);
 /// A connect that takes longer is given up (a collector whose host does not answer).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The connect tried after the capture closed, for what the backlog still holds: short,
+/// so that a daemon stopping does not wait on a collector that is gone.
+const LAST_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct Counters {

@@ -18,7 +18,9 @@ pub enum StdStream {
     Tcp(std::net::TcpStream),
 }
 
-/// An async runtime, as pcapcast's shared layer uses it. The glue crates implement it
+/// An async runtime, as pcapcast's shared layer uses it: a zero-sized marker (the layer
+/// makes its values with `Default`, so a runtime carries no state of its own; the
+/// current runtime or the global executor is where its tasks go). The glue crates implement it
 /// for smol (`pcapcast_smol::Smol`) and tokio (`pcapcast_tokio::Tokio`) in a few lines
 /// each; everything else — the writer loop, flush timing, the HTTP endpoint,
 /// PCAP-over-IP, the accept loop and the hang-up watch — is written once, over it.

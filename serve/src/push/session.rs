@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes};
 use hyper::rt::{Timer, Write};
 
-use super::{Push, CONNECT_TIMEOUT, FIRST_RETRY};
+use super::{Push, CONNECT_TIMEOUT, FIRST_RETRY, LAST_CONNECT_TIMEOUT};
 use crate::hang_up::HangUp;
 use crate::net::duplicate;
 use crate::outbox::Outbox;
@@ -82,13 +82,18 @@ impl<R: Runtime> Session<'_, R> {
 
     async fn connect(&self) -> io::Result<StdStream> {
         let mut connect = pin!(self.push.runtime.connect_tcp(self.push.collector));
-        let mut timeout = R::Timer::default().sleep(CONNECT_TIMEOUT);
+        // Once the capture is closed, one last short try for what the backlog holds.
+        let limit = match self.push.capture.is_closed() {
+            true => LAST_CONNECT_TIMEOUT,
+            false => CONNECT_TIMEOUT,
+        };
+        let mut timeout = R::Timer::default().sleep(limit);
         poll_fn(|cx| match connect.as_mut().poll(cx) {
             Poll::Ready(result) => Poll::Ready(result),
             Poll::Pending => timeout.as_mut().poll(cx).map(|()| {
                 Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("no answer within {CONNECT_TIMEOUT:?}"),
+                    format!("no answer within {limit:?}"),
                 ))
             }),
         })
