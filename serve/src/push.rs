@@ -72,7 +72,7 @@ impl PushStats {
 }
 
 /// Streams a capture to a PCAP-over-IP collector that listens at `collector`, in
-/// classic pcap (the seed format by default; [`Format::RawIp`] for collectors without
+/// classic pcap (the seed format by default; [`Format::RawIp`](pcapcast_core::Format::RawIp) for collectors without
 /// pcapcast's dissector, such as Arkime), until the capture closes.
 ///
 /// Every connection begins with a file header. When the collector goes away the push
@@ -125,8 +125,8 @@ impl<R: Runtime> Push<R> {
         }
     }
 
-    /// What to send: a classic pcap format ([`Format::Pcap`], [`Format::Tailscale`] or
-    /// [`Format::RawIp`]), snaplen, paths, filter.
+    /// What to send: a classic pcap format ([`Format::Pcap`](pcapcast_core::Format::Pcap), [`Format::Tailscale`](pcapcast_core::Format::Tailscale) or
+    /// [`Format::RawIp`](pcapcast_core::Format::RawIp)), snaplen, paths, filter.
     pub fn options(mut self, options: Options) -> Push<R> {
         self.options = options;
         self
