@@ -29,13 +29,7 @@ fn inputs() -> Vec<Input> {
         .iter()
         .map(|input| {
             let data: Vec<u8> = match input.get("data_hex") {
-                Some(hex) => {
-                    let hex = hex.as_str().unwrap();
-                    (0..hex.len())
-                        .step_by(2)
-                        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                        .collect()
-                }
+                Some(text) => hex(text.as_str().unwrap()),
                 None => {
                     let generator = &input["data_generator"];
                     assert_eq!(generator["kind"], "mod");
@@ -59,8 +53,18 @@ fn inputs() -> Vec<Input> {
         .collect()
 }
 
-fn golden_bytes() -> Vec<u8> {
-    std::fs::read(golden_dir().join("seed-basic.pcap")).expect("seed-basic.pcap")
+/// The bytes the Go code wrote, from `../shared/golden/`.
+fn golden(name: &str) -> Vec<u8> {
+    std::fs::read(golden_dir().join(name)).expect(name)
+}
+
+/// An output's whole stream, once its capture is closed.
+fn drain(output: &mut pcapcast_core::Subscription) -> Vec<u8> {
+    let mut file = Vec::new();
+    while let Some(bytes) = block_on(output.next()) {
+        file.extend_from_slice(&bytes);
+    }
+    file
 }
 
 #[test]
@@ -71,11 +75,7 @@ fn capture_default_output_equals_the_go_original() {
         capture.log_packet(input.path, input.when, &input.data);
     }
     capture.close();
-    let mut file = Vec::new();
-    while let Some(bytes) = block_on(output.next()) {
-        file.extend_from_slice(&bytes);
-    }
-    assert_eq!(file, golden_bytes());
+    assert_eq!(drain(&mut output), golden("seed-basic.pcap"));
 }
 
 #[test]
@@ -86,12 +86,12 @@ fn encoder_alone_equals_the_go_original() {
     for input in inputs() {
         encoder.put_record(&mut out, input.path, input.when, &input.data);
     }
-    assert_eq!(&out[..], &golden_bytes()[..]);
+    assert_eq!(&out[..], &golden("seed-basic.pcap")[..]);
 }
 
 #[test]
 fn golden_file_parses_with_both_readers() {
-    let bytes = golden_bytes();
+    let bytes = golden("seed-basic.pcap");
     let file = support::parse(&bytes);
     assert_eq!(file, support::parse_with_pcap_file(&bytes));
     let expected = inputs();
@@ -144,10 +144,6 @@ fn hex(text: &str) -> Vec<u8> {
         .collect()
 }
 
-fn tailscale_golden_bytes() -> Vec<u8> {
-    std::fs::read(golden_dir().join("tailscale-basic.pcap")).expect("tailscale-basic.pcap")
-}
-
 #[test]
 fn tailscale_format_equals_tailscales_current_code() {
     let capture = Capture::new();
@@ -156,11 +152,7 @@ fn tailscale_format_equals_tailscales_current_code() {
         capture.log_packet_with(input.path, input.when, &input.data, &meta);
     }
     capture.close();
-    let mut file = Vec::new();
-    while let Some(bytes) = block_on(output.next()) {
-        file.extend_from_slice(&bytes);
-    }
-    assert_eq!(file, tailscale_golden_bytes());
+    assert_eq!(drain(&mut output), golden("tailscale-basic.pcap"));
 
     let encoder = Encoder::new(Options::new().format(Format::Tailscale));
     let mut out = bytes::BytesMut::new();
@@ -168,7 +160,7 @@ fn tailscale_format_equals_tailscales_current_code() {
     for (input, meta) in tailscale_inputs() {
         encoder.put_record_with(&mut out, input.path, input.when, &input.data, &meta);
     }
-    assert_eq!(&out[..], &tailscale_golden_bytes()[..]);
+    assert_eq!(&out[..], &golden("tailscale-basic.pcap")[..]);
 }
 
 #[test]
@@ -185,12 +177,5 @@ fn the_seed_format_leaves_metadata_out() {
     }
     capture.close();
     without.close();
-    let drain = |output: &mut pcapcast_core::Subscription| {
-        let mut file = Vec::new();
-        while let Some(bytes) = block_on(output.next()) {
-            file.extend_from_slice(&bytes);
-        }
-        file
-    };
     assert_eq!(drain(&mut with), drain(&mut plain));
 }

@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use pcapcast_core::{Capture, Format, Options, Path};
-use pcapcast_tests::{post, read, temp_dir, wait_until, Endpoint, HttpConfig, Runtime, TestWriter};
+use pcapcast_tests::{
+    post, read, temp_dir, wait_until, Endpoint, HttpConfig, Runtime, Server, TestWriter,
+};
 
 const LOOPBACK_ANY: &str = "127.0.0.1:0";
 
@@ -393,21 +395,28 @@ fn pcap_over_ip_streams_at_once<R: Runtime>(endpoint: Endpoint) {
     assert_eq!(file.records.len(), 30);
 }
 
+/// An HTTP endpoint for `capture` on a Unix socket in `dir`, and the socket's path.
+fn http_on_unix<R: Runtime>(
+    capture: &Capture,
+    dir: &std::path::Path,
+) -> (Server, std::path::PathBuf) {
+    let sock = dir.join("c.sock");
+    let server = R::serve_http(
+        capture.clone(),
+        Endpoint::Unix(sock.clone()),
+        HttpConfig::default(),
+    );
+    (server, sock)
+}
+
 fn curl_saves_a_valid_capture<R: Runtime>() {
     let dir = temp_dir("curl");
     let capture = Capture::new();
-    let server = R::serve_http(
-        capture.clone(),
-        Endpoint::Unix(dir.join("c.sock")),
-        HttpConfig::default(),
-    );
-    let Endpoint::Unix(sock) = &server.endpoint else {
-        unreachable!()
-    };
+    let (_server, sock) = http_on_unix::<R>(&capture, &dir);
     let out = dir.join("out.pcap");
     let mut curl = Command::new("curl")
         .args(["--silent", "--show-error", "--fail", "--unix-socket"])
-        .arg(sock)
+        .arg(&sock)
         .args(["-X", "POST", "http://localhost/capture", "-o"])
         .arg(&out)
         .spawn()
@@ -443,14 +452,7 @@ fn ipv4_to_port(i: u32, protocol: u8, port: u16) -> Vec<u8> {
 fn curl_filters_with_bpf<R: Runtime>() {
     let dir = temp_dir("curl-bpf");
     let capture = Capture::new();
-    let server = R::serve_http(
-        capture.clone(),
-        Endpoint::Unix(dir.join("c.sock")),
-        HttpConfig::default(),
-    );
-    let Endpoint::Unix(sock) = &server.endpoint else {
-        unreachable!()
-    };
+    let (_server, sock) = http_on_unix::<R>(&capture, &dir);
     let curl = |query: &str, out: &std::path::Path| {
         Command::new("curl")
             .args([
@@ -460,7 +462,7 @@ fn curl_filters_with_bpf<R: Runtime>() {
                 "%{http_code}",
                 "--unix-socket",
             ])
-            .arg(sock)
+            .arg(&sock)
             .args([
                 "-X",
                 "POST",
