@@ -219,6 +219,7 @@ mod tests {
             direction: Some(Direction::Inbound),
             drops: 4,
             nat: pcapcast_core::Meta::new(),
+            note: None,
         };
         pcapng::put_enhanced_packet(&mut epb, &meta, &[&[0x45, 1, 2]]);
         assert_eq!(packet_interface_and_time(&epb), Some((1, 7_000_000_005)));

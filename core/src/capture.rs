@@ -9,7 +9,8 @@ use event_listener::Event;
 use crate::log::{lock, try_lock, Log, MAX_STORED_PACKET};
 use crate::ring::{self, RecordHeader, RingReader, RingWriter};
 use crate::signal::RecordSignal;
-use crate::{meta, Error, Meta, Options, Path, Subscription, Timestamp};
+use crate::subscription::Attach;
+use crate::{meta, Error, History, Meta, Options, Path, Subscription, Timestamp};
 
 /// Bit of `Shared::state` set once the capture is closed; the rest counts outputs.
 const CLOSED: usize = 1 << (usize::BITS - 1);
@@ -46,6 +47,10 @@ pub(crate) struct Shared {
     max_outputs: usize,
     ring_bytes: usize,
     pub(crate) batch_bytes: usize,
+    /// 1 when the capture retains records while nobody listens: the count in
+    /// `Hot::state` it holds for itself, so that the datapath's one load sees a
+    /// listener.
+    retainer: usize,
 }
 
 /// The datapath's per-packet reads.
@@ -78,6 +83,11 @@ impl Shared {
 
     pub(crate) fn detach(&self) {
         self.hot.state.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Outputs attached now, not counting the retention's own hold.
+    fn outputs(&self, state: usize) -> usize {
+        (state & !CLOSED).saturating_sub(self.retainer)
     }
 
     /// Locks the backlog, having it take on the rings registered since.
@@ -207,6 +217,7 @@ pub struct Builder {
     backlog_bytes: usize,
     ring_bytes: usize,
     max_outputs: usize,
+    retain_bytes: usize,
 }
 
 impl Default for Builder {
@@ -216,6 +227,7 @@ impl Default for Builder {
             backlog_bytes: 4 << 20,
             ring_bytes: 2 << 20,
             max_outputs: 256,
+            retain_bytes: 0,
         }
     }
 }
@@ -266,18 +278,52 @@ impl Builder {
         self
     }
 
+    /// Keeps at least the last `bytes` of records (headers, metadata and packets) while
+    /// nobody listens, from every datapath thread, for outputs that ask for their
+    /// [`History`] (default 0: none). The records stay in the backlog, which grows to
+    /// this size if it is smaller: memory is the retention plus a batch, plus a ring
+    /// per thread that logs. With a retention the datapath stores every packet, as if
+    /// an output were always attached (a copy into its thread's ring); without one,
+    /// nobody listening still costs one atomic load.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use futures_lite::{future::block_on, StreamExt};
+    /// use pcapcast_core::{Capture, Options, Path};
+    ///
+    /// let capture = Capture::builder().retain(16 << 20).build();
+    /// capture.log_packet(Path::FromLocal, SystemTime::now(), &[0x45; 20]);
+    /// assert_eq!(capture.num_outputs(), 0);
+    /// assert!(capture.is_listening());
+    ///
+    /// // What happened before anyone looked: the history, then the stream ends.
+    /// let mut snapshot = capture.snapshot(Options::default());
+    /// let mut file = Vec::new();
+    /// while let Some(bytes) = block_on(snapshot.next()) {
+    ///     file.extend_from_slice(&bytes);
+    /// }
+    /// assert_eq!(file.len(), 24 + 16 + 2 + 20);
+    /// ```
+    pub fn retain(mut self, bytes: usize) -> Builder {
+        self.retain_bytes = bytes;
+        self
+    }
+
     /// Makes the capture.
     pub fn build(self) -> Capture {
         let backlog = self.backlog_bytes.max(2 * self.batch_bytes);
+        let retainer = usize::from(self.retain_bytes > 0);
         Capture {
             shared: Arc::new(Shared {
                 hot: CachePadded(Hot {
-                    state: AtomicUsize::new(0),
+                    state: AtomicUsize::new(retainer),
                     id: NEXT_CAPTURE.fetch_add(1, Ordering::Relaxed),
                 }),
                 signal: CachePadded(RecordSignal::new()),
                 handles: AtomicUsize::new(1),
-                log: Mutex::new(Log::new(self.batch_bytes, backlog)),
+                log: Mutex::new(Log::new(self.batch_bytes, backlog, self.retain_bytes)),
                 new_rings: Mutex::new(Vec::new()),
                 lost_unringed: Default::default(),
                 collects: CachePadded(AtomicU64::new(0)),
@@ -287,6 +333,7 @@ impl Builder {
                 max_outputs: self.max_outputs,
                 ring_bytes: self.ring_bytes,
                 batch_bytes: self.batch_bytes,
+                retainer,
             }),
         }
     }
@@ -436,6 +483,30 @@ impl Capture {
         }
     }
 
+    /// Whether a packet logged now would be kept: an output is attached or the capture
+    /// retains a history, and it is not closed. One atomic load: the guard for work a
+    /// datapath does only for the capture (building a header, reading the clock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use pcapcast_core::{Capture, Options, Path};
+    ///
+    /// let capture = Capture::new();
+    /// assert!(!capture.is_listening());
+    /// let output = capture.subscribe(Options::default());
+    /// if capture.is_listening() {
+    ///     capture.log_packet(Path::FromLocal, SystemTime::now(), &[0x45; 20]);
+    /// }
+    /// # drop(output);
+    /// ```
+    #[inline(always)]
+    pub fn is_listening(&self) -> bool {
+        let state = self.shared.hot.state.load(Ordering::Relaxed);
+        state.wrapping_sub(1) < CLOSED - 1
+    }
+
     /// Attaches an output; it sees the packets logged from now on. Unlike
     /// [`Capture::try_subscribe`] it ignores the output limit; on a closed capture the
     /// stream holds the file header and ends.
@@ -462,7 +533,7 @@ impl Capture {
             if current & CLOSED != 0 {
                 return Err(Error::Closed);
             }
-            if current >= limit.min(CLOSED - 1) {
+            if self.shared.outputs(current) >= limit.min(CLOSED - 2) {
                 return Err(Error::TooManyOutputs { limit });
             }
             match state.compare_exchange_weak(
@@ -476,25 +547,46 @@ impl Capture {
             }
         }
         // Counted first, then placed after everything the rings hold: every record
-        // logged after this point is seen, none logged before it. (What the rings
-        // held moves into the backlog at once, where outputs that lag far behind can
-        // lose some of it.)
-        let (cursor, kinds) = {
+        // logged after this point is seen, none logged before it but the history it
+        // asks for. (What the rings held moves into the backlog at once, where outputs
+        // that lag far behind can lose some of it.)
+        let attach = {
             let mut log = self.shared.lock_log();
             self.shared.collect(&mut log);
-            (log.end_seq(), log.kinds_to_end())
+            let live = log.end();
+            let start = log.history_start(options.get_history());
+            let mut history = Vec::new();
+            log.batches_from(start.at.seq, &mut history);
+            Attach {
+                start,
+                live,
+                history,
+            }
         };
         Ok(Subscription::attached(
             Arc::clone(&self.shared),
             options,
-            cursor,
-            kinds,
+            attach,
         ))
+    }
+
+    /// An output that holds the history its options ask for ([`History::All`] if they
+    /// ask for none) and then ends, while the capture goes on: what a daemon writes
+    /// from an error path or a signal handler. It is polled like any [`Subscription`],
+    /// with no runtime needed (`futures_lite::future::block_on`). It ignores the output
+    /// limit. On a closed capture it holds the file header alone.
+    pub fn snapshot(&self, options: Options) -> Subscription {
+        let history = match options.get_history() {
+            History::None => History::All,
+            asked => asked,
+        };
+        self.subscribe(options.history(history).follow(false))
     }
 
     /// Outputs attached now.
     pub fn num_outputs(&self) -> usize {
-        self.shared.hot.state.load(Ordering::Acquire) & !CLOSED
+        self.shared
+            .outputs(self.shared.hot.state.load(Ordering::Acquire))
     }
 
     /// Whether [`Capture::close`] was called (or every handle dropped).

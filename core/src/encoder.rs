@@ -6,7 +6,7 @@ use bytes::BytesMut;
 
 use crate::pcap::{self, LINKTYPE_RAW, LINKTYPE_USER0, PATH_LEN};
 use crate::pcapng::{self, PacketMeta};
-use crate::{tailscale, Format, Meta, Options, Path, Timestamp};
+use crate::{tailscale, Format, History, Meta, Options, Path, Timestamp};
 
 /// Encodes records for one output, into buffers the caller owns. Pure: no clock, no I/O.
 ///
@@ -33,6 +33,15 @@ pub struct Encoder {
 }
 
 const APPLICATION: &str = concat!("pcapcast ", env!("CARGO_PKG_VERSION"));
+
+/// The pcapng section comment of an output that starts with history, and of a snapshot.
+const HISTORY_SECTION: &str = "starts with the capture's history: records logged before this output attached, as far as the capture retained them; the first record logged after the attach says so in its comment";
+const SNAPSHOT_SECTION: &str =
+    "a snapshot of the capture's history: records logged before this output attached, as far as the capture retained them";
+/// The comment on an output's first record logged after its attach, when it asked for
+/// history.
+pub(crate) const LIVE_NOTE: &str =
+    "the first record logged after this output attached: those before are the capture's history";
 
 impl Encoder {
     /// An encoder for `options`.
@@ -68,7 +77,12 @@ impl Encoder {
                 pcap::put_file_header(out, self.options.get_resolution(), snaplen, LINKTYPE_RAW)
             }
             Format::Pcapng => {
-                pcapng::put_section_header(out, APPLICATION);
+                let comment = match (self.options.get_history(), self.options.get_follow()) {
+                    (History::None, _) => None,
+                    (_, true) => Some(HISTORY_SECTION),
+                    (_, false) => Some(SNAPSHOT_SECTION),
+                };
+                pcapng::put_section_header_with(out, APPLICATION, comment);
                 for path in Path::ALL_KINDS {
                     if self.interfaces[path.kind_index()].is_some() {
                         let linktype = if path.carries_ip() {
@@ -137,6 +151,7 @@ impl Encoder {
             packet,
             orig_len: packet.len(),
             meta,
+            note: None,
         };
         self.put_stored(out, &stored, 0)
     }
@@ -168,6 +183,7 @@ impl Encoder {
             packet,
             orig_len,
             meta,
+            note,
         } = *stored;
         match self.options.get_format() {
             Format::Pcap => {
@@ -195,6 +211,7 @@ impl Encoder {
                     direction: path.direction(),
                     drops,
                     nat: *meta,
+                    note,
                 };
                 pcapng::put_enhanced_packet(out, &meta, &[prefix, body])
             }
@@ -210,6 +227,8 @@ pub(crate) struct Stored<'a> {
     pub(crate) packet: &'a [u8],
     pub(crate) orig_len: usize,
     pub(crate) meta: &'a Meta,
+    /// A comment for formats that hold one (pcapng), besides the metadata's.
+    pub(crate) note: Option<&'static str>,
 }
 
 fn keeps_kind(options: &Options, kind: Path) -> bool {

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::{Bpf, Error, Format, Options, Path, TsResolution};
+use crate::{Bpf, Error, Format, History, Options, Path, TsResolution};
 
 /// The path of the capture endpoint.
 pub const CAPTURE_PATH: &str = "/capture";
@@ -253,8 +253,9 @@ fn bearer_matches(authorization: &str, token: &str) -> bool {
 
 /// Parses capture options from a query string: `format=pcap|pcapng|raw|tailscale`,
 /// `snaplen=N`, `paths=NAME,NAME,...`, `resolution=us|ns`, `bpf=PROGRAM` (what
-/// `tcpdump -ddd` prints, joined by commas, spaces as `+` or `%20`). Each at most once;
-/// nothing else.
+/// `tcpdump -ddd` prints, joined by commas, spaces as `+` or `%20`),
+/// `history=all|none|DURATION` ([`History`]: `30s`, `500ms`), `follow=true|false`. Each
+/// at most once; nothing else.
 ///
 /// # Errors
 ///
@@ -315,11 +316,17 @@ pub fn parse_query(query: &str) -> Result<Options, Error> {
                     .map_err(|e| invalid(e.to_string()))?,
             ),
             "bpf" => options.bpf(Bpf::from_bytecode(&value).map_err(|e| invalid(e.to_string()))?),
-            _ => {
-                return Err(invalid(
-                    "unknown option: use format, snaplen, paths, resolution or bpf".into(),
-                ))
-            }
+            // History's own error names the option already.
+            "history" => options.history(value.parse::<History>()?),
+            "follow" => options.follow(match value.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(invalid(format!("{value:?}: use true or false"))),
+            }),
+            _ => return Err(invalid(
+                "unknown option: use format, snaplen, paths, resolution, bpf, history or follow"
+                    .into(),
+            )),
         };
     }
     Ok(options)
@@ -344,6 +351,12 @@ pub fn to_query(options: &Options) -> String {
         // The bytecode is digits, spaces and commas: only the spaces need escaping.
         query.push_str("&bpf=");
         query.push_str(&bpf.to_string().replace(' ', "+"));
+    }
+    if !options.get_history().is_none() {
+        query.push_str(&format!("&history={}", options.get_history()));
+    }
+    if !options.get_follow() {
+        query.push_str("&follow=false");
     }
     query
 }
@@ -579,5 +592,32 @@ mod tests {
             parse_query("paths=from%2Dpeer").unwrap(),
             Options::new().paths([Path::FromPeer])
         );
+        for history in ["all", "30s", "500ms", "1.5s"] {
+            let options = parse_query(&format!("history={history}&follow=false")).unwrap();
+            assert!(!options.get_follow());
+            assert_eq!(parse_query(&to_query(&options)).unwrap(), options);
+        }
+        assert_eq!(
+            parse_query("history=none").unwrap(),
+            Options::new(),
+            "none is the default"
+        );
+    }
+
+    #[test]
+    fn bad_history_and_follow_say_why() {
+        for (query, reason) in [
+            ("history=30", "needs a unit"),
+            ("history=yesterday", "needs a unit"),
+            ("history=-5s", "not a number"),
+            ("follow=no", "use true or false"),
+            ("history=all&history=all", "given more than once"),
+        ] {
+            let error = parse_query(query).unwrap_err().to_string();
+            assert!(error.contains(reason), "{query}: {error}");
+            assert!(error.contains(query.split('=').next().unwrap()), "{error}");
+            let verdict = Policy::unix().decide(&post(query));
+            assert_eq!(status(verdict), 400, "{query}");
+        }
     }
 }

@@ -284,6 +284,7 @@ mod tests {
                 packet: &[i; 33],
                 orig_len: 33,
                 meta: &Meta::new(),
+                note: None,
             };
             encoder.put_stored(&mut out, &stored, d);
         }

@@ -22,6 +22,10 @@ use crate::pcap::{self, MAX_SNAPLEN, PATH_LEN, RECORD_HEADER_LEN};
 use crate::ring::{self, RecordHeader, RingReader};
 use crate::{Path, Timestamp};
 
+mod retained;
+
+pub(crate) use retained::HistoryStart;
+
 /// A stored record header: the seed record header, then the path.
 pub(crate) const STORED_HEADER_LEN: usize = RECORD_HEADER_LEN + PATH_LEN;
 /// The most packet bytes stored for one record; every snaplen an output may ask for fits.
@@ -31,11 +35,14 @@ const MAX_SPARE: usize = 4;
 /// Bytes of a record's side entry before its metadata: sub-microseconds, metadata length.
 const SIDE_LEN: usize = 3;
 
-/// Records counted per path kind ([`Path::kind_index`]), from the capture's start up to
-/// some sequence number. The difference of two tells how many records of each kind lie
-/// between them, after their bytes are gone: an output that keeps some paths counts as
-/// lost only the evicted records of those.
-pub(crate) type KindCounts = [u64; Path::KINDS];
+pub(crate) use crate::path::KindCounts;
+
+/// A place in the log: a sequence number, and the records per path kind before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Point {
+    pub(crate) seq: u64,
+    pub(crate) kinds: KindCounts,
+}
 
 /// A sealed run of records: `data` in the seed layout (microseconds, snaplen 262144);
 /// `side` for each record the nanoseconds below the microsecond (`u16` LE), the length
@@ -138,6 +145,8 @@ struct Open {
 #[derive(Debug)]
 struct Sealed {
     backlog_bytes: usize,
+    /// Bytes that eviction leaves at least, for outputs that ask for history.
+    retain_bytes: usize,
     queue: VecDeque<Batch>,
     bytes: usize,
     /// Sequence number after the last record sealed (or lost).
@@ -189,7 +198,9 @@ impl<'a> Reading<'a> {
 }
 
 impl Log {
-    pub(crate) fn new(batch_bytes: usize, backlog_bytes: usize) -> Log {
+    /// A log that holds at most about `backlog_bytes`, or `retain_bytes` and one batch
+    /// when that is more.
+    pub(crate) fn new(batch_bytes: usize, backlog_bytes: usize, retain_bytes: usize) -> Log {
         Log {
             batch_bytes,
             rings: Vec::new(),
@@ -204,7 +215,8 @@ impl Log {
                 fresh_buffers: 0,
             },
             sealed: Sealed {
-                backlog_bytes,
+                backlog_bytes: backlog_bytes.max(retain_bytes),
+                retain_bytes,
                 queue: VecDeque::new(),
                 bytes: 0,
                 end_seq: 0,
@@ -240,6 +252,14 @@ impl Log {
     /// Sequence number after the last record collected.
     pub(crate) fn end_seq(&self) -> u64 {
         self.sealed.end_seq
+    }
+
+    /// The place after the last record collected.
+    pub(crate) fn end(&self) -> Point {
+        Point {
+            seq: self.sealed.end_seq,
+            kinds: self.sealed.kinds_to_end,
+        }
     }
 
     /// Records per path kind before [`Log::end_seq`].
@@ -464,7 +484,14 @@ impl Sealed {
         self.bytes += batch.data.len();
         self.queue.push_back(batch);
         // The newest batch stays, even alone over the bound: it may be one huge record.
+        // A batch the retention still needs stays too.
         while self.bytes > self.backlog_bytes && self.queue.len() > 1 {
+            let Some(oldest) = self.queue.front() else {
+                break;
+            };
+            if self.bytes - oldest.data.len() < self.retain_bytes {
+                break;
+            }
             let Some(old) = self.queue.pop_front() else {
                 break;
             };
@@ -505,7 +532,7 @@ mod tests {
     use super::*;
     use crate::ring::{ring, RingWriter};
 
-    fn write(writer: &mut RingWriter, path: Path, ts: Timestamp, packet: &[u8]) {
+    pub(super) fn write(writer: &mut RingWriter, path: Path, ts: Timestamp, packet: &[u8]) {
         let header = RecordHeader {
             ts,
             clamped: false,
@@ -528,7 +555,7 @@ mod tests {
 
     #[test]
     fn records_read_back_as_written() {
-        let mut log = Log::new(4096, 16384);
+        let mut log = Log::new(4096, 16384, 0);
         let (mut writer, reader) = ring(1, 4096);
         log.adopt(&mut vec![reader]);
         for i in 0..3u8 {
@@ -552,7 +579,7 @@ mod tests {
 
     #[test]
     fn a_metadata_block_reads_back_beside_its_record() {
-        let mut log = Log::new(4096, 16384);
+        let mut log = Log::new(4096, 16384, 0);
         let (mut writer, reader) = ring(1, 1 << 20);
         log.adopt(&mut vec![reader]);
         let meta = [4u8, 100, 64, 0, 1];
@@ -583,7 +610,7 @@ mod tests {
 
     #[test]
     fn rings_merge_in_time_order_each_keeping_its_own() {
-        let mut log = Log::new(4096, 1 << 20);
+        let mut log = Log::new(4096, 1 << 20, 0);
         let (mut a, ra) = ring(1, 4096);
         let (mut b, rb) = ring(1, 4096);
         log.adopt(&mut vec![ra, rb]);
@@ -609,7 +636,7 @@ mod tests {
 
     #[test]
     fn records_that_wrap_around_a_ring_read_back_whole() {
-        let mut log = Log::new(4096, 1 << 20);
+        let mut log = Log::new(4096, 1 << 20, 0);
         let (mut writer, reader) = ring(1, 1000);
         log.adopt(&mut vec![reader]);
         let mut expected = Vec::new();
@@ -640,7 +667,7 @@ mod tests {
 
     #[test]
     fn lost_records_become_a_counted_gap() {
-        let mut log = Log::new(4096, 1 << 20);
+        let mut log = Log::new(4096, 1 << 20, 0);
         let (mut writer, reader) = ring(1, 4096);
         log.adopt(&mut vec![reader]);
         write(&mut writer, Path::FromPeer, Timestamp::MIN, &[1; 10]);
@@ -662,7 +689,7 @@ mod tests {
 
     #[test]
     fn backlog_evicts_oldest_and_reuses_buffers() {
-        let mut log = Log::new(4096, 3 * 4096);
+        let mut log = Log::new(4096, 3 * 4096, 0);
         let (mut writer, reader) = ring(1, 8192);
         log.adopt(&mut vec![reader]);
         for i in 0..1000 {
@@ -685,7 +712,7 @@ mod tests {
 
     #[test]
     fn a_collection_with_a_budget_leaves_the_rest_in_the_ring() {
-        let mut log = Log::new(4096, 1 << 20);
+        let mut log = Log::new(4096, 1 << 20, 0);
         let (mut writer, reader) = ring(1, 1 << 20);
         log.adopt(&mut vec![reader]);
         for i in 0..100u8 {
@@ -713,7 +740,7 @@ mod tests {
 
     #[test]
     fn a_finished_ring_is_dropped_once_read() {
-        let mut log = Log::new(4096, 1 << 20);
+        let mut log = Log::new(4096, 1 << 20, 0);
         let (mut writer, reader) = ring(1, 4096);
         log.adopt(&mut vec![reader]);
         write(&mut writer, Path::FromPeer, Timestamp::MIN, &[1; 10]);

@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::pcap::{TsResolution, DEFAULT_SNAPLEN, MAX_SNAPLEN};
-use crate::{Bpf, Error, Path};
+use crate::{Bpf, Error, History, Path};
 
 /// The file format of an output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -102,6 +102,8 @@ pub struct Options {
     paths: Option<Vec<u16>>,
     flush_interval: Duration,
     bpf: Option<Bpf>,
+    history: History,
+    follow: bool,
 }
 
 /// The flush interval of the Go original.
@@ -116,6 +118,8 @@ impl Default for Options {
             paths: None,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             bpf: None,
+            history: History::None,
+            follow: true,
         }
     }
 }
@@ -192,6 +196,56 @@ impl Options {
     pub fn bpf(mut self, filter: Bpf) -> Options {
         self.bpf = Some(filter);
         self
+    }
+
+    /// Starts the output with records from before its attach, as far as the capture
+    /// retained them ([`Builder::retain`](crate::Builder::retain)); then it goes on live
+    /// unless [`Options::follow`] is off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use futures_lite::{future::block_on, StreamExt};
+    /// use pcapcast_core::{Capture, History, Options, Path};
+    ///
+    /// let capture = Capture::builder().retain(1 << 20).build();
+    /// // Nobody listens, yet the capture keeps these.
+    /// for second in 0..10 {
+    ///     let when = UNIX_EPOCH + Duration::from_secs(1_700_000_000 + second);
+    ///     capture.log_packet(Path::FromPeer, when, &[0x45; 20]);
+    /// }
+    /// // The last 3 seconds before the newest record, and nothing after.
+    /// let options = Options::new().history(History::Last(Duration::from_secs(3))).follow(false);
+    /// let mut output = capture.subscribe(options);
+    /// let mut file = Vec::new();
+    /// while let Some(bytes) = block_on(output.next()) {
+    ///     file.extend_from_slice(&bytes);
+    /// }
+    /// assert_eq!(file.len(), 24 + 4 * (16 + 2 + 20));
+    /// assert_eq!(output.stats().history_records, 4);
+    /// ```
+    pub fn history(mut self, history: History) -> Options {
+        self.history = history;
+        self
+    }
+
+    /// Whether the output goes on with what is logged after it attached (the default),
+    /// or ends once it has handed out its history: a snapshot, which ends without
+    /// [`Capture::close`](crate::Capture::close).
+    pub fn follow(mut self, follow: bool) -> Options {
+        self.follow = follow;
+        self
+    }
+
+    /// The records from before the attach this output starts with.
+    pub fn get_history(&self) -> History {
+        self.history
+    }
+
+    /// Whether the output follows the capture after its history.
+    pub fn get_follow(&self) -> bool {
+        self.follow
     }
 
     /// The filter, if any.

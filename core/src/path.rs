@@ -1,5 +1,11 @@
 //! Where in the datapath a packet was seen.
 
+/// Records counted per path kind ([`Path::kind_index`]), from the capture's start up to
+/// some sequence number. The difference of two tells how many records of each kind lie
+/// between them, after their bytes are gone: an output that keeps some paths counts as
+/// lost only the evicted records of those.
+pub(crate) type KindCounts = [u64; Path::KINDS];
+
 /// Where in the datapath a packet was seen, as the 2-byte tag of the seed format.
 ///
 /// The wire values are those of Tailscale's `wgengine/capture`, so captures open with its

@@ -101,6 +101,8 @@ pub struct PacketMeta {
     /// The addresses before NAT, written as `opt_comment` (`snat ADDR:PORT dnat
     /// ADDR:PORT`) when any.
     pub nat: Meta,
+    /// A further `opt_comment`, after the NAT one, when given.
+    pub note: Option<&'static str>,
 }
 
 /// Appends an enhanced packet block holding `data` (already cut to the snaplen), with
@@ -132,7 +134,10 @@ pub fn put_enhanced_packet(out: &mut BytesMut, meta: &PacketMeta, data: &[&[u8]]
     if !meta.nat.is_empty() {
         put_comment(out, &meta.nat);
     }
-    if meta.direction.is_some() || meta.drops > 0 || !meta.nat.is_empty() {
+    if let Some(note) = meta.note {
+        put_option(out, OPT_COMMENT, note.as_bytes());
+    }
+    if meta.direction.is_some() || meta.drops > 0 || !meta.nat.is_empty() || meta.note.is_some() {
         put_option(out, OPT_END, &[]);
     }
     end_block(out, start);
@@ -210,6 +215,7 @@ mod tests {
             direction: Some(Direction::Inbound),
             drops: 2,
             nat: Meta::new(),
+            note: None,
         };
         let n = put_enhanced_packet(&mut out, &meta, &[&[0x45], &[1, 2, 3, 4]]);
         assert_eq!(n, EPB_BYTES.len());

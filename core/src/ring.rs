@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use crate::log::KindCounts;
+use crate::path::KindCounts;
 use crate::{Path, Timestamp};
 
 /// Byte ranges of a ring record's header, little-endian.

@@ -14,10 +14,10 @@ use event_listener::EventListener;
 use futures_core::Stream;
 
 use crate::capture::Shared;
-use crate::encoder::Stored;
-use crate::log::{self, Batch, KindCounts, Log};
+use crate::encoder::{Stored, LIVE_NOTE};
+use crate::log::{self, Batch, HistoryStart, KindCounts, Log, Point};
 use crate::pcap::RECORD_HEADER_LEN;
-use crate::{Bpf, Encoder, FlushSchedule, Meta, Options, Path};
+use crate::{Bpf, Encoder, FlushSchedule, Format, History, Meta, Options, Path, Timestamp};
 
 /// Counters of one output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,6 +29,9 @@ pub struct OutputStats {
     pub bytes: u64,
     /// Records this output lost because it lagged behind the backlog.
     pub dropped: u64,
+    /// Of the records handed out, those logged before the output attached: its
+    /// [`History`].
+    pub history_records: u64,
 }
 
 /// One output of a [`Capture`](crate::Capture): a `Stream` of `Bytes` that holds the
@@ -66,6 +69,25 @@ pub struct Subscription {
     stats: OutputStats,
     /// Records lost since the last record handed out, for pcapng's `epb_dropcount`.
     unreported_drops: u64,
+    /// The first record logged after the attach: those before are history.
+    live_start: u64,
+    /// Records before the attach older than this are left out (`History::Last`).
+    history_floor: Option<Timestamp>,
+    /// Without follow, the stream ends here.
+    snapshot_end: Option<Point>,
+    /// Records of the history this output was to hand out, as counted at its attach.
+    history_len: u64,
+    /// Whether the first live record still needs its comment (pcapng with history).
+    live_note_due: bool,
+}
+
+/// Where an attaching output starts, and the history's batches, taken under the log's
+/// lock and used after it.
+#[derive(Debug)]
+pub(crate) struct Attach {
+    pub(crate) start: HistoryStart,
+    pub(crate) live: Point,
+    pub(crate) history: Vec<Batch>,
 }
 
 /// How a pull treats records that are not yet in a full batch.
@@ -100,18 +122,54 @@ enum Awaited {
 const BUSY_LOOK: Duration = Duration::from_micros(500);
 
 impl Subscription {
-    pub(crate) fn attached(
-        shared: Arc<Shared>,
-        options: Options,
-        cursor: u64,
-        kinds_to_cursor: KindCounts,
-    ) -> Subscription {
+    pub(crate) fn attached(shared: Arc<Shared>, options: Options, attach: Attach) -> Subscription {
+        let follow = options.get_follow();
+        let asks_history = options.get_history() != History::None;
         let mut subscription = Subscription::ended(shared, options);
         subscription.attached = true;
         subscription.ended = false;
-        subscription.cursor = cursor;
-        subscription.kinds_to_cursor = kinds_to_cursor;
+        subscription.cursor = attach.start.at.seq;
+        subscription.kinds_to_cursor = attach.start.at.kinds;
+        subscription.live_start = attach.live.seq;
+        subscription.history_floor = attach.start.floor;
+        subscription.snapshot_end = (!follow).then_some(attach.live);
+        subscription.live_note_due =
+            asks_history && follow && subscription.options().get_format() == Format::Pcapng;
+        subscription.history_len = attach
+            .history
+            .iter()
+            .filter(|batch| batch.first_seq < attach.live.seq)
+            .map(|batch| subscription.count_history(batch))
+            .sum();
         subscription
+    }
+
+    /// Records of `batch` this output hands out as history: after its start, of the
+    /// paths and filter it keeps, and not older than its floor.
+    fn count_history(&self, batch: &Batch) -> u64 {
+        let skip = self.cursor.saturating_sub(batch.first_seq) as usize;
+        let filter = self.encoder.options().get_bpf();
+        log::records(&batch.data, &batch.side)
+            .skip(skip)
+            .filter(|record| self.keeps(record, filter, self.history_floor))
+            .count() as u64
+    }
+
+    /// Whether this output writes `record`: a path it keeps, a packet its filter takes,
+    /// and not older than `floor`.
+    fn keeps(
+        &self,
+        record: &log::StoredRecord<'_>,
+        filter: Option<&Bpf>,
+        floor: Option<Timestamp>,
+    ) -> bool {
+        let accepted = |bpf: &Bpf| {
+            let wire_len = u32::try_from(record.orig_len).unwrap_or(u32::MAX);
+            bpf.run(record.packet, wire_len) != 0
+        };
+        self.encoder.writes(record.path)
+            && filter.is_none_or(accepted)
+            && floor.is_none_or(|floor| record.ts >= floor)
     }
 
     pub(crate) fn ended(shared: Arc<Shared>, options: Options) -> Subscription {
@@ -134,6 +192,11 @@ impl Subscription {
             last_found: None,
             stats: OutputStats::default(),
             unreported_drops: 0,
+            live_start: 0,
+            history_floor: None,
+            snapshot_end: None,
+            history_len: 0,
+            live_note_due: false,
         }
     }
 
@@ -150,6 +213,15 @@ impl Subscription {
     /// Records this output lost because it lagged.
     pub fn dropped(&self) -> u64 {
         self.stats.dropped
+    }
+
+    /// Records of its [`History`] this output was to start with, counted when it
+    /// attached (after its paths, filter and span): what a client shows as "from before
+    /// the attach". Those lost before it read them count in
+    /// [`OutputStats::dropped`]; [`OutputStats::history_records`] says how many it
+    /// handed out.
+    pub fn history_len(&self) -> u64 {
+        self.history_len
     }
 
     /// Polls for bytes with timed hand-out; `now` is the caller's clock. Each call looks
@@ -231,6 +303,9 @@ impl Subscription {
     }
 
     fn pull(&mut self, take: Take) -> Pulled {
+        if let Some(end) = self.snapshot_end {
+            return self.pull_snapshot(end);
+        }
         let shared = Arc::clone(&self.shared);
         let mut log = shared.lock_log();
         self.catch_up(&log);
@@ -297,6 +372,29 @@ impl Subscription {
                 })
             };
         }
+        self.encode_batches();
+        Pulled::Data
+    }
+
+    /// Everything a snapshot hands out was sealed when it attached: no look at the
+    /// rings, no waiting; it ends at its attach point.
+    fn pull_snapshot(&mut self, end: Point) -> Pulled {
+        let shared = Arc::clone(&self.shared);
+        let log = shared.lock_log();
+        self.catch_up(&log);
+        log.batches_from(self.cursor, &mut self.batches);
+        drop(log);
+        self.batches.retain(|batch| batch.first_seq < end.seq);
+        if self.batches.is_empty() {
+            // What the rings could not take before the attach.
+            self.skip_to(end.seq, &end.kinds);
+            return Pulled::End;
+        }
+        self.encode_batches();
+        Pulled::Data
+    }
+
+    fn encode_batches(&mut self) {
         self.schedule.handle_flushed();
         let batches = std::mem::take(&mut self.batches);
         for batch in &batches {
@@ -304,7 +402,6 @@ impl Subscription {
         }
         self.batches = batches;
         self.batches.clear();
-        Pulled::Data
     }
 
     /// Skips what the backlog no longer holds, counting as lost the records of the
@@ -318,6 +415,12 @@ impl Subscription {
     /// as lost. Paths without a name share one count: an output that keeps some of them
     /// counts the loss of any.
     fn skip_to(&mut self, seq: u64, kinds_to_seq: &KindCounts) {
+        // A snapshot loses nothing logged after its end.
+        let (seq, kinds_to_seq) = match self.snapshot_end {
+            Some(end) if seq > end.seq => (end.seq, end.kinds),
+            _ => (seq, *kinds_to_seq),
+        };
+        let kinds_to_seq = &kinds_to_seq;
         if self.cursor >= seq {
             return;
         }
@@ -346,6 +449,9 @@ impl Subscription {
         // Records the rings could not take lie in the gap before a batch.
         self.skip_to(batch.first_seq, &batch.kinds_to_start);
         let skip = self.cursor.saturating_sub(batch.first_seq) as usize;
+        // A batch is sealed when an output attaches: none holds records from both sides.
+        let history = batch.first_seq < self.live_start;
+        let floor = self.history_floor.filter(|_| history);
         let passthrough = self.encoder.options().is_seed_micros();
         let snaplen = self.encoder.options().get_snaplen() as usize;
         let filter = self.encoder.options().get_bpf().cloned();
@@ -353,10 +459,11 @@ impl Subscription {
             && skip == 0
             && self.encoder.options().keeps_all()
             && filter.is_none()
+            && floor.is_none()
             && batch.max_incl as usize <= snaplen
         {
             // Every record passes unchanged: hand out the batch without reading it.
-            self.stats.records += u64::from(batch.records);
+            self.count_handed_out(u64::from(batch.records), history);
             self.queue_scratch();
             self.ready.push_back(batch.data.clone());
             self.unreported_drops = 0;
@@ -367,16 +474,12 @@ impl Subscription {
         let base = batch.data.as_ptr() as usize;
         let mut run: Option<Range<usize>> = None;
         for record in log::records(&batch.data, &batch.side).skip(skip) {
-            let rejected = |bpf: &Bpf| {
-                let wire_len = u32::try_from(record.orig_len).unwrap_or(u32::MAX);
-                bpf.run(record.packet, wire_len) == 0
-            };
             // Packets the filter rejects are not drops: they are not counted at all.
-            if !self.encoder.writes(record.path) || filter.as_ref().is_some_and(rejected) {
+            if !self.keeps(&record, filter.as_ref(), floor) {
                 self.end_run(batch, &mut run);
                 continue;
             }
-            self.stats.records += 1;
+            self.count_handed_out(1, history);
             if passthrough && record.raw.len() - RECORD_HEADER_LEN <= snaplen {
                 let start = record.raw.as_ptr() as usize - base;
                 let end = start + record.raw.len();
@@ -391,12 +494,14 @@ impl Subscription {
             }
             self.end_run(batch, &mut run);
             let drops = std::mem::take(&mut self.unreported_drops);
+            let note = (!history && std::mem::take(&mut self.live_note_due)).then_some(LIVE_NOTE);
             let stored = Stored {
                 path: record.path,
                 ts: record.ts,
                 packet: record.packet,
                 orig_len: record.orig_len,
                 meta: &Meta::decode(record.meta),
+                note,
             };
             self.encoder.put_stored(&mut self.scratch, &stored, drops);
         }
@@ -408,6 +513,13 @@ impl Subscription {
         }
         self.cursor = batch.end_seq();
         self.kinds_to_cursor = batch.kinds_to_end;
+    }
+
+    fn count_handed_out(&mut self, records: u64, history: bool) {
+        self.stats.records += records;
+        if history {
+            self.stats.history_records += records;
+        }
     }
 
     fn end_run(&mut self, batch: &Batch, run: &mut Option<Range<usize>>) {

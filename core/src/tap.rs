@@ -126,7 +126,7 @@ impl std::fmt::Debug for Logged<'_> {
 
 impl Logged<'_> {
     fn log(&self, path: Path, packet: &[u8]) {
-        if self.capture.num_outputs() > 0 {
+        if self.capture.is_listening() {
             self.capture.log_packet(path, (self.clock)(), packet);
         }
     }

@@ -85,4 +85,15 @@ impl Timestamp {
     pub fn as_nanos(self) -> u64 {
         u64::from(self.secs) * 1_000_000_000 + u64::from(self.nanos)
     }
+
+    /// The time `span` earlier, or [`Timestamp::MIN`] if that is before the epoch.
+    pub fn saturating_sub(self, span: std::time::Duration) -> Timestamp {
+        let span = u64::try_from(span.as_nanos()).unwrap_or(u64::MAX);
+        let nanos = self.as_nanos().saturating_sub(span);
+        // At most `self`, so the seconds fit.
+        Timestamp::new(
+            (nanos / 1_000_000_000) as u32,
+            (nanos % 1_000_000_000) as u32,
+        )
+    }
 }

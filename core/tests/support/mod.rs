@@ -128,7 +128,7 @@ pub fn parse_as(bytes: &[u8], framing: Framing) -> File {
                                         Some(u32::from_le_bytes(v.try_into().unwrap()) & 3)
                                 }
                                 4 => rec.drops = u64::from_le_bytes(v.try_into().unwrap()),
-                                1 => rec.comment = Some(String::from_utf8(v.to_vec()).unwrap()),
+                                1 => add_comment(&mut rec, String::from_utf8(v.to_vec()).unwrap()),
                                 _ => {}
                             }
                         }
@@ -258,7 +258,7 @@ fn parse_ng_with_pcap_file(bytes: &[u8]) -> File {
                     match o {
                         EnhancedPacketOption::Flags(f) => rec.direction = Some(f & 3),
                         EnhancedPacketOption::DropCount(d) => rec.drops = *d,
-                        EnhancedPacketOption::Comment(c) => rec.comment = Some(c.to_string()),
+                        EnhancedPacketOption::Comment(c) => add_comment(&mut rec, c.to_string()),
                         _ => {}
                     }
                 }
@@ -268,4 +268,12 @@ fn parse_ng_with_pcap_file(bytes: &[u8]) -> File {
         }
     }
     file
+}
+
+/// A record's comments, joined by newlines when it has several.
+fn add_comment(record: &mut Record, comment: String) {
+    record.comment = Some(match record.comment.take() {
+        Some(before) => format!("{before}\n{comment}"),
+        None => comment,
+    });
 }
