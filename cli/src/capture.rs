@@ -16,7 +16,7 @@ use crate::client::{self, Ask, End, Event, Next};
 use crate::daemons;
 use crate::recorder::{Counts, Flow, RecordError, Recorder};
 use crate::target::{default_socket, Target};
-use crate::{dissector, FormatArgs, LimitArgs, RuntimeKind};
+use crate::{dissector, FormatArgs, HistoryArgs, LimitArgs, RuntimeKind};
 
 #[derive(Debug, Args)]
 #[command(after_long_help = MERGING)]
@@ -46,6 +46,8 @@ pub struct CaptureArgs {
     tshark: bool,
     #[command(flatten)]
     format: FormatArgs,
+    #[command(flatten)]
+    history: HistoryArgs,
     #[command(flatten)]
     limits: LimitArgs,
     /// Show the live counts (packets, bytes, drops) even when stderr is not a terminal:
@@ -260,7 +262,7 @@ pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Result<ExitCode, 
             "{what}: only a capture of several daemons takes it (a --connect for each)"
         ));
     }
-    let options = args.format.options()?;
+    let options = args.history.apply(args.format.options()?);
     let ask = Ask {
         target: args
             .connect
@@ -325,7 +327,10 @@ fn run_merged(args: CaptureArgs, matches: Option<&ArgMatches>) -> Result<ExitCod
             format.name()
         ));
     }
-    let options = args.format.options()?.format(Format::Pcapng);
+    let options = args
+        .history
+        .apply(args.format.options()?)
+        .format(Format::Pcapng);
     let daemons = daemons::pair(
         &daemons::given(matches, "connect", &args.connect),
         &daemons::given(matches, "token", &args.token),

@@ -8,7 +8,7 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::Ordering;
 
 use pcapcast_core::endpoint::to_query;
-use pcapcast_core::{Format, Options};
+use pcapcast_core::{Format, History, Options};
 
 use crate::capture::stop_signals;
 use crate::client::{self, Ask, Event, Next};
@@ -100,6 +100,9 @@ pub fn run(args: &[String]) -> ExitCode {
         for (value, display, default) in FORMATS {
             println!("value {{arg=2}}{{value={value}}}{{display={display}}}{{default={default}}}");
         }
+        println!(
+            "arg {{number=3}}{{call=--history}}{{display=Start with the daemon's history}}{{type=string}}{{default=none}}{{validation=^(none|all|[0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))$}}{{tooltip=none, all, or a span back from the newest packet it retained: 30s, 500ms, 2m}}"
+        );
         return ExitCode::SUCCESS;
     }
     let filter = value_of(args, "--extcap-capture-filter").filter(|f| !f.trim().is_empty());
@@ -144,7 +147,11 @@ fn capture(args: &[String]) -> Result<(), String> {
         Some(name) => name.parse::<Format>().map_err(|e| e.to_string())?,
         None => Format::Pcap,
     };
-    let mut options = Options::new().format(format);
+    let history = match value_of(args, "--history").filter(|v| !v.is_empty()) {
+        Some(text) => crate::parse_history(text)?,
+        None => History::None,
+    };
+    let mut options = Options::new().format(format).history(history);
     if let Some(expression) =
         value_of(args, "--extcap-capture-filter").filter(|f| !f.trim().is_empty())
     {

@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use pcapcast_core::{Format, Options, Path};
+use pcapcast_core::{Format, History, Options, Path};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -131,6 +131,34 @@ impl FormatArgs {
             None => options,
         })
     }
+}
+
+/// Where a capture starts: with what the daemon retained from before the attach, or
+/// now.
+#[derive(Clone, Debug, Args)]
+pub struct HistoryArgs {
+    /// Start with the packets the daemon retained from before the attach: all, or those
+    /// at most this long before its newest one (30s, 500ms, 2m), then follow live.
+    #[arg(long, value_name = "all|DURATION", value_parser = parse_history)]
+    history: Option<History>,
+    /// With --history: stop once the history is written (a snapshot of what just
+    /// happened), instead of following live.
+    #[arg(long, requires = "history")]
+    no_follow: bool,
+}
+
+impl HistoryArgs {
+    /// `options` starting where these arguments say.
+    pub fn apply(&self, options: Options) -> Options {
+        options
+            .history(self.history.unwrap_or_default())
+            .follow(!self.no_follow)
+    }
+}
+
+/// Parses a history as the endpoint's `history=` does: `all`, `none` or a duration.
+pub fn parse_history(s: &str) -> Result<History, String> {
+    s.parse().map_err(|e: pcapcast_core::Error| e.to_string())
 }
 
 /// When a capture stops by itself.

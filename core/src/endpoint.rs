@@ -10,6 +10,11 @@ use crate::{Bpf, Error, Format, History, Options, Path, TsResolution};
 /// The path of the capture endpoint.
 pub const CAPTURE_PATH: &str = "/capture";
 
+/// The response header that tells, for an output that asked for history, how many
+/// records from before its attach it starts with
+/// ([`Subscription::history_len`](crate::Subscription::history_len)).
+pub const HISTORY_HEADER: &str = "pcapcast-history-records";
+
 /// The parts of an HTTP request the decision needs.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Request<'a> {

@@ -212,9 +212,13 @@ impl<R: Runtime> CaptureService<R> {
         match self.shared.capture.try_subscribe(options.clone()) {
             Ok(subscription) => {
                 tracing::info!(%peer, options = %endpoint::to_query(&options), "capture attached");
+                let history = subscription.history_len();
                 let body = CaptureBody::new(subscription, peer);
                 let mut response = Response::new(Either::Left(body));
                 let headers = response.headers_mut();
+                if !options.get_history().is_none() {
+                    headers.insert(endpoint::HISTORY_HEADER, HeaderValue::from(history));
+                }
                 let media_type = options.get_format().media_type();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static(media_type));
                 headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -4,6 +4,7 @@
 
 mod datapath;
 mod replay;
+mod snapshot;
 mod tcp;
 mod traffic;
 
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use clap::Args;
 use futures_lite::Stream;
-use pcapcast_core::{Capture, Options, Subscription};
+use pcapcast_core::{Capture, History, Options, Subscription};
 use pcapcast_serve::{serve_pcap_over_ip_with, HttpServer, Listener, Runtime};
 
 use crate::capture::{stop_signals, LiveLine};
@@ -45,6 +46,10 @@ pub struct DemoArgs {
     /// --snaplen, --paths and the filter apply.
     #[arg(long, value_enum, default_value = "pcap", requires = "pcap_over_ip")]
     pcap_over_ip_format: crate::push::PushFormat,
+    /// Start each PCAP-over-IP connection with what the capture retained (see
+    /// --retain): all, or a span back from the newest packet (30s, 500ms).
+    #[arg(long, value_name = "all|DURATION", value_parser = crate::parse_history, requires = "pcap_over_ip")]
+    pcap_over_ip_history: Option<History>,
     /// Also push the capture to a PCAP-over-IP collector listening at tcp:HOST:PORT
     /// (Arkime's pcap-over-ip-server mode), reconnecting after 100 ms doubling to 5 s
     /// when it goes away; --snaplen, --paths and the filter apply.
@@ -54,6 +59,15 @@ pub struct DemoArgs {
     /// such as Arkime) or pcap (the seed format, with each packet's path).
     #[arg(long, value_enum, default_value_t, requires = "push")]
     push_format: crate::push::PushFormat,
+    /// Start the push with what the capture retained (see --retain): all, or a span
+    /// back from the newest packet (30s, 500ms).
+    #[arg(long, value_name = "all|DURATION", value_parser = crate::parse_history, requires = "push")]
+    push_history: Option<History>,
+    /// Bytes of the newest packets kept while nobody listens, for `pcapcast capture
+    /// --history` and for the snapshot SIGUSR1 writes into the current directory (0
+    /// keeps none).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RETAIN)]
+    retain: usize,
     /// Bytes of backlog kept for outputs that lag (default 4 MiB); smaller makes a
     /// slow reader lose packets sooner.
     #[arg(long)]
@@ -89,6 +103,9 @@ pub struct DemoArgs {
     runtime: RuntimeKind,
 }
 
+/// What the demo retains unless told: 16 MiB.
+const DEFAULT_RETAIN: usize = 16 << 20;
+
 /// The slowest `--rate`: one round a day.
 const MIN_RATE: f64 = 1.0 / 86_400.0;
 
@@ -106,7 +123,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     prepare_socket_dir(&socket)
         .map_err(|e| format!("cannot create the folder of {}: {e}", socket.display()))?;
 
-    let mut builder = Capture::builder();
+    let mut builder = Capture::builder().retain(args.retain);
     if let Some(bytes) = args.backlog {
         builder = builder.batch_bytes(bytes / 4).backlog_bytes(bytes);
     }
@@ -130,13 +147,19 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     let pcap_over_ip = args.pcap_over_ip.map(|addr| {
         (
             addr,
-            options.clone().format(args.pcap_over_ip_format.into()),
+            options
+                .clone()
+                .format(args.pcap_over_ip_format.into())
+                .history(args.pcap_over_ip_history.unwrap_or_default()),
         )
     });
     serve(args.runtime, capture.clone(), socket.clone(), pcap_over_ip)?;
     let pushing = match args.push {
         Some(collector) => {
-            let push_options = options.clone().format(args.push_format.into());
+            let push_options = options
+                .clone()
+                .format(args.push_format.into())
+                .history(args.push_history.unwrap_or_default());
             Some(crate::push::start(
                 args.runtime,
                 capture.clone(),
@@ -156,9 +179,13 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     let result = match (&args.output, own_output) {
         (Some(path), Some(output)) => record(output, path, &args, &stop),
         _ => {
-            banner(&socket, args.pcap_over_ip);
+            banner(&socket, args.pcap_over_ip, args.retain);
+            let snapshots = snapshot::requests();
             while !stop.load(Ordering::Relaxed) && !datapath.thread.is_finished() {
                 thread::sleep(Duration::from_millis(100));
+                if snapshots.swap(false, Ordering::Relaxed) {
+                    write_snapshot(&capture);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -183,7 +210,19 @@ fn init_logging(quiet: bool) {
         .try_init();
 }
 
-fn banner(socket: &FsPath, pcap_over_ip: Option<SocketAddr>) {
+fn write_snapshot(capture: &Capture) {
+    match snapshot::write(capture, SystemTime::now()) {
+        Ok(written) => tracing::info!(
+            path = %written.path.display(),
+            records = written.records,
+            dropped = written.dropped,
+            "snapshot written"
+        ),
+        Err(e) => tracing::error!(error = %e, "snapshot failed"),
+    }
+}
+
+fn banner(socket: &FsPath, pcap_over_ip: Option<SocketAddr>, retain: usize) {
     let sock = socket.display();
     eprintln!("pcapcast demo: a userspace datapath moves IPv4/IPv6 UDP, TCP and ICMP packets");
     eprintln!(
@@ -196,6 +235,19 @@ fn banner(socket: &FsPath, pcap_over_ip: Option<SocketAddr>) {
     eprintln!("  curl -s --unix-socket {sock} -X POST 'http://localhost/capture?format=pcapng' -o demo.pcapng");
     if let Some(addr) = pcap_over_ip {
         eprintln!("  tshark -i TCP@{addr}                 # PCAP-over-IP");
+    }
+    if retain > 0 {
+        eprintln!(
+            "It keeps its last {} MiB of packets while nobody listens:",
+            retain as f64 / f64::from(1 << 20)
+        );
+        eprintln!(
+            "  pcapcast capture --history 30s --no-follow -o before.pcapng   # what just happened"
+        );
+        eprintln!(
+            "  kill -USR1 {}                  # a pcapng snapshot into this folder",
+            std::process::id()
+        );
     }
     eprintln!("Ctrl-C stops it.");
 }
