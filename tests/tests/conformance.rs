@@ -10,6 +10,9 @@ use pcapcast_tests::{
     post, read, temp_dir, wait_until, Endpoint, HttpConfig, Runtime, Server, TestWriter,
 };
 
+#[path = "conformance/history.rs"]
+mod history;
+
 const LOOPBACK_ANY: &str = "127.0.0.1:0";
 
 fn log(capture: &Capture, n: u32, size: usize) {
@@ -652,6 +655,22 @@ macro_rules! conformance {
             #[test]
             fn tshark_pcap_over_ip() {
                 pcapcast_tests::checked(|| tshark_reads_pcap_over_ip::<$rt>());
+            }
+            #[test]
+            fn curl_history() {
+                pcapcast_tests::checked(|| history::curl_gets_history_then_live::<$rt>());
+            }
+            #[test]
+            fn snapshot_over_http() {
+                pcapcast_tests::checked(|| history::a_snapshot_ends_by_itself::<$rt>());
+            }
+            #[test]
+            fn pcap_over_ip_history() {
+                pcapcast_tests::checked(|| history::pcap_over_ip_starts_with_history::<$rt>());
+            }
+            #[test]
+            fn push_history() {
+                pcapcast_tests::checked(|| history::push_starts_with_history::<$rt>());
             }
         }
     };
