@@ -15,6 +15,12 @@ use merged::{
     a_merged_capture_outlives_a_daemon, the_demo_pushes_to_a_collector,
     two_demos_merge_in_time_order,
 };
+#[path = "e2e/history.rs"]
+mod history;
+use history::{
+    a_history_capture_holds_the_past_and_ends, a_history_span_keeps_only_that_span,
+    sigusr1_writes_a_snapshot, the_extcap_captures_with_history,
+};
 
 const PCAPCAST: &str = env!("CARGO_BIN_EXE_pcapcast");
 
@@ -811,6 +817,10 @@ on_both_runtimes!(
     two_demos_merge_in_time_order,
     a_merged_capture_outlives_a_daemon,
     the_demo_pushes_to_a_collector,
+    a_history_capture_holds_the_past_and_ends,
+    a_history_span_keeps_only_that_span,
+    sigusr1_writes_a_snapshot,
+    the_extcap_captures_with_history,
 );
 
 /// A file removed when the test ends, passed or failed.
