@@ -8,7 +8,6 @@ mod tcp;
 mod traffic;
 
 use std::fs::File;
-use std::io::BufWriter;
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::pin::Pin;
@@ -393,7 +392,7 @@ fn record(
     } else {
         None
     });
-    let mut recorder = Recorder::new(BufWriter::new(file), count);
+    let mut recorder = Recorder::new(file, count);
     let mut line = LiveLine::new(false, args.quiet);
     let started = Instant::now();
     loop {
@@ -413,10 +412,11 @@ fn record(
         }
         line.update(recorder.counts());
     }
-    let counts = recorder.counts();
-    recorder
-        .finish()
-        .map_err(|e| format!("writing {} failed: {e}", path.display()))?;
+    let finished = recorder.finish();
+    let counts = finished.counts;
+    finished
+        .result
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let seconds = started.elapsed().as_secs_f64();
     let file = path.display();
     eprintln!(
