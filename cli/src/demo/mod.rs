@@ -112,7 +112,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     let capture = builder.build();
     let replayed = match &args.replay {
         Some(file) => {
-            let loaded = replay::load(file)?;
+            let mut loaded = replay::load(file)?;
+            let capped = loaded.cap_waits(args.speed);
+            for warning in loaded.warnings.iter().chain(&capped) {
+                eprintln!("pcapcast demo: warning: {warning}");
+            }
             if !args.quiet {
                 eprintln!(
                     "pcapcast demo: replaying {} IP packets of {} ({} records without one skipped)",
