@@ -15,6 +15,14 @@ use merged::{
     a_merged_capture_outlives_a_daemon, the_demo_pushes_to_a_collector,
     two_demos_merge_in_time_order,
 };
+#[path = "e2e/robust.rs"]
+mod robust;
+use robust::{
+    a_daemon_killed_mid_capture_exits_2, a_full_disk_leaves_whole_records_and_true_counts,
+    a_reader_that_leaves_ends_a_capture_with_nothing_to_write,
+    a_socket_path_that_is_no_socket_is_named, a_web_servers_error_page_is_one_line,
+    broken_streams_exit_2_on_a_whole_record,
+};
 
 const PCAPCAST: &str = env!("CARGO_BIN_EXE_pcapcast");
 
@@ -811,6 +819,12 @@ on_both_runtimes!(
     two_demos_merge_in_time_order,
     a_merged_capture_outlives_a_daemon,
     the_demo_pushes_to_a_collector,
+    a_full_disk_leaves_whole_records_and_true_counts,
+    broken_streams_exit_2_on_a_whole_record,
+    a_daemon_killed_mid_capture_exits_2,
+    a_web_servers_error_page_is_one_line,
+    a_socket_path_that_is_no_socket_is_named,
+    a_reader_that_leaves_ends_a_capture_with_nothing_to_write,
 );
 
 /// A file removed when the test ends, passed or failed.
