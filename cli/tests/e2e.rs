@@ -15,6 +15,8 @@ use merged::{
     a_merged_capture_outlives_a_daemon, the_demo_pushes_to_a_collector,
     two_demos_merge_in_time_order,
 };
+#[path = "e2e/damaged_files.rs"]
+mod damaged_files;
 #[path = "e2e/robust.rs"]
 mod robust;
 use robust::{
