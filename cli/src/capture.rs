@@ -1,9 +1,6 @@
 //! `pcapcast capture`: attach to a daemon and stream its capture.
 
-use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::io::{self, IsTerminal};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,12 +11,14 @@ use pcapcast_core::Format;
 
 use crate::client::{self, Ask, End, Event, Next};
 use crate::daemons;
+use crate::outcome::{Outcome, EXIT_STATUS};
 use crate::recorder::{Counts, Flow, RecordError, Recorder};
+use crate::sink;
 use crate::target::{default_socket, Target};
-use crate::{dissector, FormatArgs, HistoryArgs, LimitArgs, RuntimeKind};
+use crate::{FormatArgs, HistoryArgs, LimitArgs, RuntimeKind};
 
 #[derive(Debug, Args)]
-#[command(after_long_help = MERGING)]
+#[command(after_help = EXIT_STATUS, after_long_help = format!("{MERGING}\n\n{EXIT_STATUS}"))]
 pub struct CaptureArgs {
     /// The daemon's endpoint: unix:PATH or tcp:HOST:PORT (default: the default socket,
     /// the one `pcapcast demo` serves). Repeat it to capture several daemons into one
@@ -74,103 +73,8 @@ endpoint). Packets are merged in time order through a reorder window (--reorder-
 that arrives later than that is written at once, out of order, with a comment saying so,
 and counted as late. Times come from each daemon's own clock, as the file's section
 comment says. The live line shows each daemon's packets and drops. A daemon that goes
-away ends its part with a message; the others go on. Exit status 1 if a daemon could
-not be attached.";
-
-/// Where the stream goes.
-enum Sink {
-    File(BufWriter<File>),
-    Stdout(BufWriter<io::Stdout>),
-    Viewer {
-        stdin: BufWriter<ChildStdin>,
-        child: Child,
-        _dissector: TempFile,
-    },
-}
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Sink::File(w) => w.write(buf),
-            Sink::Stdout(w) => w.write(buf),
-            Sink::Viewer { stdin, .. } => stdin.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Sink::File(w) => w.flush(),
-            Sink::Stdout(w) => w.flush(),
-            Sink::Viewer { stdin, .. } => stdin.flush(),
-        }
-    }
-}
-
-/// A file removed when dropped.
-pub struct TempFile(pub PathBuf);
-
-impl TempFile {
-    /// Writes `contents` to `name` in a new folder of the temporary directory that only
-    /// this user can enter. The folder is made, not reused, so a name planted there
-    /// beforehand (a link to another file) cannot redirect the write.
-    fn private(name: &str, contents: &str) -> io::Result<TempFile> {
-        use std::os::unix::fs::DirBuilderExt;
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!("pcapcast-{}-{nonce}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        let file = TempFile(dir.join(name));
-        std::fs::write(&file.0, contents)?;
-        Ok(file)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
-
-fn open_sink(args: &CaptureArgs) -> Result<Sink, String> {
-    match args.output.as_deref() {
-        Some("-") => Ok(Sink::Stdout(BufWriter::with_capacity(
-            1 << 16,
-            io::stdout(),
-        ))),
-        Some(path) => File::create(path)
-            .map(|f| Sink::File(BufWriter::with_capacity(1 << 16, f)))
-            .map_err(|e| format!("cannot create {path}: {e}")),
-        None => {
-            let lua = TempFile::private("pcapcast.lua", dissector::SOURCE)
-                .map_err(|e| format!("cannot write the dissector: {e}"))?;
-            let script = format!("lua_script:{}", lua.0.display());
-            let (program, mut command) = if args.tshark {
-                ("tshark", Command::new("tshark"))
-            } else {
-                ("wireshark", Command::new("wireshark"))
-            };
-            if !args.tshark {
-                command.arg("-k");
-            }
-            command
-                .args(["-i", "-", "-X", &script])
-                .stdin(Stdio::piped());
-            let mut child = command.spawn().map_err(|e| {
-                format!("cannot start {program} ({e}): install it, or write to a file with -o FILE or to stdout with -o -")
-            })?;
-            let stdin = child.stdin.take().ok_or("no pipe to the viewer")?;
-            Ok(Sink::Viewer {
-                stdin: BufWriter::with_capacity(1 << 16, stdin),
-                child,
-                _dissector: lua,
-            })
-        }
-    }
-}
+away ends its part with a message; the others go on, and the exit status is 2 at the
+end; 1 if a daemon could not be attached.";
 
 /// Flags set by SIGINT and SIGTERM.
 pub fn stop_signals() -> Arc<AtomicBool> {
@@ -248,9 +152,10 @@ fn describe(counts: Counts) -> String {
 }
 
 /// Runs `pcapcast capture`; `matches` are clap's, for the places of the options.
-pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Result<ExitCode, String> {
+pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Outcome {
+    let refused = |why| Outcome::Refused(why);
     if args.connect.len() > 1 {
-        return run_merged(args, matches);
+        return run_merged(args, matches).unwrap_or_else(refused);
     }
     let only_merged = [
         (args.token.len() > 1, "several --token"),
@@ -258,11 +163,14 @@ pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Result<ExitCode, 
         (args.reorder_window.is_some(), "--reorder-window"),
     ];
     if let Some((_, what)) = only_merged.iter().find(|(given, _)| *given) {
-        return Err(format!(
+        return refused(format!(
             "{what}: only a capture of several daemons takes it (a --connect for each)"
         ));
     }
-    let options = args.history.apply(args.format.options()?);
+    let options = match args.format.options() {
+        Ok(options) => args.history.apply(options),
+        Err(why) => return refused(why),
+    };
     let ask = Ask {
         target: args
             .connect
@@ -272,30 +180,29 @@ pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Result<ExitCode, 
         query: to_query(&options),
         token: args.token.first().cloned(),
     };
-    let sink = open_sink(&args)?;
+    let sink = match sink::open(args.output.as_deref(), args.tshark) {
+        Ok(sink) => sink,
+        Err(why) => return refused(why),
+    };
+    let destination = sink.name();
     let stop = stop_signals();
     let mut recorder = Recorder::new(sink, args.limits.count);
     let mut line = LiveLine::new(args.stats, args.quiet);
     let started = Instant::now();
-    let mut failure: Option<String> = None;
+    let mut failure: Option<Outcome> = None;
     let end = client::run(args.runtime, &ask, &stop, |event| {
-        if let Event::Data(bytes) = event {
-            match recorder.feed(&bytes) {
+        match event {
+            Event::Data(bytes) => match recorder.feed(&bytes) {
                 Ok(Flow::More) => {}
                 Ok(Flow::Done) => return Next::Stop,
-                // The reader went away (Wireshark closed, `| head`): a normal end.
-                Err(RecordError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
-                    return Next::Stop
-                }
-                Err(RecordError::Write(e)) => {
-                    failure = Some(format!("writing the capture failed: {e}"));
+                Err(e) => {
+                    failure = failed(e, &destination, &ask.target, recorder.counts());
                     return Next::Stop;
                 }
-                Err(RecordError::Malformed(e)) => {
-                    failure = Some(format!("{}: {e}", ask.target));
-                    return Next::Stop;
-                }
-            }
+            },
+            // The reader went away (`| head`): a normal end, as a broken pipe is.
+            Event::Tick if recorder.output().reader_gone() => return Next::Stop,
+            Event::Tick => {}
         }
         line.update(recorder.counts());
         let out_of_time = args.limits.duration.is_some_and(|d| started.elapsed() >= d);
@@ -304,22 +211,68 @@ pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Result<ExitCode, 
         } else {
             Next::Continue
         }
-    })?;
-    let counts = recorder.counts();
+    });
+    let (ends_whole, torn) = (recorder.ends_whole(), recorder.torn_bytes());
+    let finished = recorder.finish();
+    let (sink, counts) = (finished.out, finished.counts);
+    let failure = failure.or_else(|| {
+        let e = finished.result.err()?;
+        failed(e, &destination, &ask.target, counts)
+    });
     line.finish(counts);
-    close_viewer(recorder.finish());
-    if let Some(failure) = failure {
-        return Err(failure);
+    let outcome = failure.unwrap_or_else(|| match end {
+        Err(why) => Outcome::Refused(why),
+        Ok(End::Stopped) => Outcome::Whole,
+        Ok(End::Closed) if ends_whole => Outcome::Whole,
+        Ok(End::Closed) if counts.bytes == 0 => Outcome::CutShort(format!(
+            "{}: the stream ended before its file header ({torn} bytes came): nothing was captured",
+            ask.target
+        )),
+        Ok(End::Closed) => Outcome::CutShort(format!(
+            "{}: the stream ended in the middle of a record ({torn} bytes of it left out); \
+             {destination} ends on its last whole record, {} packets",
+            ask.target, counts.packets
+        )),
+        Ok(End::Broken(reason)) => Outcome::CutShort(format!(
+            "{}: the daemon went away ({reason}); {destination} ends on its last whole record, {} packets",
+            ask.target, counts.packets
+        )),
+    });
+    if outcome != Outcome::Whole {
+        sink.remove_if_empty();
     }
-    if let End::Broken(reason) = end {
-        eprintln!("pcapcast: the daemon went away ({reason}); the capture ends on a whole record");
+    sink::close_viewer(sink);
+    outcome
+}
+
+/// The outcome of a recording's error, `None` when it is the reader of a pipe leaving
+/// (a normal end). `counts` are what the output holds after the recorder cut it back.
+fn failed(
+    error: RecordError,
+    destination: &str,
+    target: &Target,
+    counts: Counts,
+) -> Option<Outcome> {
+    match error {
+        RecordError::Write(e) if e.kind() == io::ErrorKind::BrokenPipe => None,
+        RecordError::Write(e) => Some(Outcome::WriteFailed(format!(
+            "writing {destination} failed: {e}; it holds the {} packets ({} bytes) before, and ends on a whole record",
+            counts.packets, counts.bytes
+        ))),
+        RecordError::Malformed(e) => Some(Outcome::CutShort(format!(
+            "{target}: the stream is not a capture ({e}); {destination} ends on its last whole record, {} packets",
+            counts.packets
+        ))),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Several `--connect`: one pcapng, merged in time order. `matches` tells where each
 /// option stood, to pair it with its `--connect`.
-fn run_merged(args: CaptureArgs, matches: Option<&ArgMatches>) -> Result<ExitCode, String> {
+///
+/// # Errors
+///
+/// Bad options, or an output that cannot be opened, on one line.
+fn run_merged(args: CaptureArgs, matches: Option<&ArgMatches>) -> Result<Outcome, String> {
     if let Some(format) = args.format.format_given().filter(|f| *f != Format::Pcapng) {
         return Err(format!(
             "--format {}: several daemons are merged into pcapng, the format that keeps them apart \
@@ -337,7 +290,8 @@ fn run_merged(args: CaptureArgs, matches: Option<&ArgMatches>) -> Result<ExitCod
         &daemons::given(matches, "name", &args.name),
         &to_query(&options),
     )?;
-    let sink = open_sink(&args)?;
+    let sink = sink::open(args.output.as_deref(), args.tshark)?;
+    let destination = sink.name();
     let stop = stop_signals();
     let mut line = LiveLine::new(args.stats, args.quiet);
     let window = args.reorder_window.unwrap_or(crate::merge::WINDOW);
@@ -350,25 +304,25 @@ fn run_merged(args: CaptureArgs, matches: Option<&ArgMatches>) -> Result<ExitCod
         &mut line,
         &stop,
     );
-    close_viewer(merged.out);
-    if let Some(failure) = merged.failure {
-        return Err(failure);
+    // Each daemon that was not attached or went away was named as it happened.
+    let failure = merged.failure.and_then(|e| {
+        let target = &daemons[0].ask.target;
+        failed(e, &destination, target, merged.counts)
+    });
+    let outcome = failure.unwrap_or_else(|| match (merged.unattached, merged.cut_short) {
+        (0, 0) => Outcome::Whole,
+        (0, cut) => Outcome::CutShort(format!(
+            "{cut} of {} daemons went away before the end; {destination} ends on a whole record",
+            daemons.len()
+        )),
+        (unattached, _) => Outcome::Refused(format!(
+            "{unattached} of {} daemons could not be attached",
+            daemons.len()
+        )),
+    });
+    if outcome != Outcome::Whole {
+        merged.out.remove_if_empty();
     }
-    Ok(if merged.all_attached {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// Once the capture ended: a viewer's input is closed and it is waited for, so that it
-/// shows what it has.
-fn close_viewer(sink: io::Result<Sink>) {
-    if let Ok(Sink::Viewer {
-        stdin, mut child, ..
-    }) = sink
-    {
-        drop(stdin);
-        let _ = child.wait();
-    }
+    sink::close_viewer(merged.out);
+    Ok(outcome)
 }

@@ -161,6 +161,11 @@ async fn run_tokio(ask: &Ask, handler: impl FnMut(Event) -> Next) -> Result<End,
 
 fn connect_error(target: &Target, e: &std::io::Error) -> String {
     use std::io::ErrorKind::*;
+    if let Some(what) = Target::not_a_socket(target) {
+        return format!(
+            "{target} is {what}, not a socket: name the daemon's socket with --connect unix:PATH"
+        );
+    }
     match e.kind() {
         NotFound | ConnectionRefused => format!(
             "no daemon listens on {target}: start one (`pcapcast demo` runs a demo daemon) or name its endpoint with --connect"
@@ -222,12 +227,14 @@ where
                     Some(Err(_)) | None => break,
                 }
             }
-            let reason = String::from_utf8_lossy(&text[..text.len().min(500)])
-                .trim()
-                .to_owned();
+            let reason = one_line(&text);
+            let hint = match reason.html {
+                true => " (an HTML page: is this a pcapcast capture endpoint?)",
+                false => "",
+            };
             return Err(format!(
-                "{} refused the capture ({status}): {reason}",
-                ask.target
+                "{} refused the capture ({status}): {}{hint}",
+                ask.target, reason.text
             ));
         }
         // One timer per tick, not one per frame: arming a timer takes the reactor's
@@ -257,4 +264,82 @@ where
         }
     };
     or(work, drive).await
+}
+
+/// The longest reason shown, in characters.
+const REASON_CHARS: usize = 200;
+
+/// A refusal's body, made one line for the terminal.
+#[derive(Debug, PartialEq, Eq)]
+struct Reason {
+    text: String,
+    /// The body was an HTML page, as another kind of server's error pages are.
+    html: bool,
+}
+
+/// The body of a refusal as one line of at most [`REASON_CHARS`] characters: an HTML
+/// page loses its head and markup, every run of white space or control characters
+/// becomes one space.
+fn one_line(body: &[u8]) -> Reason {
+    let text = String::from_utf8_lossy(body);
+    let html = text.trim_start().starts_with('<');
+    let mut visible = text.into_owned();
+    if html {
+        let lower = visible.to_ascii_lowercase();
+        if let (Some(start), Some(end)) = (lower.find("<head"), lower.find("</head>")) {
+            if start < end {
+                visible.replace_range(start..end + "</head>".len(), " ");
+            }
+        }
+    }
+    let mut line = String::new();
+    let mut in_tag = false;
+    for c in visible.chars() {
+        let space = match c {
+            '<' if html => {
+                in_tag = true;
+                true
+            }
+            '>' if html && in_tag => {
+                in_tag = false;
+                continue;
+            }
+            _ if in_tag => continue,
+            c => c.is_whitespace() || c.is_control(),
+        };
+        if !space {
+            line.push(c);
+        } else if !line.is_empty() && !line.ends_with(' ') {
+            line.push(' ');
+        }
+    }
+    let mut line = line.trim_end().to_owned();
+    if let Some((cut, _)) = line.char_indices().nth(REASON_CHARS) {
+        line.truncate(cut);
+        line.push_str("...");
+    }
+    Reason { text: line, html }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_html_error_page_becomes_one_short_line() {
+        let page = b"<!DOCTYPE HTML>\n<html lang=\"en\">\n    <head>\n        <title>Error response</title>\n    </head>\n    <body>\n        <h1>Error response</h1>\n        <p>Error code: 501</p>\n    </body>\n</html>\n";
+        assert_eq!(
+            one_line(page),
+            Reason {
+                text: "Error response Error code: 501".into(),
+                html: true
+            }
+        );
+        let long = "bad snaplen\r\n\t".repeat(100);
+        let reason = one_line(long.as_bytes());
+        assert!(!reason.html);
+        assert!(reason.text.starts_with("bad snaplen bad snaplen"));
+        assert_eq!(reason.text.chars().count(), REASON_CHARS + 3);
+        assert_eq!(one_line("100 µs \u{1b}[31m".as_bytes()).text, "100 µs [31m");
+    }
 }

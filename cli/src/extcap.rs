@@ -2,7 +2,6 @@
 //! Wireshark and tshark can capture from.
 
 use std::fs::OpenOptions;
-use std::io::BufWriter;
 use std::path::{Path as FsPath, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::Ordering;
@@ -165,7 +164,7 @@ fn capture(args: &[String]) -> Result<(), String> {
             .map(str::to_owned),
     };
     let stop = stop_signals();
-    let mut recorder = Recorder::new(BufWriter::new(out), None);
+    let mut recorder = Recorder::new(out, None);
     let mut failure = None;
     client::run(RuntimeKind::Smol, &ask, &stop, |event| {
         if let Event::Data(bytes) = event {

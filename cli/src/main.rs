@@ -14,8 +14,10 @@ mod extcap;
 mod filter;
 mod merge;
 mod merged;
+mod outcome;
 mod push;
 mod recorder;
+mod sink;
 mod target;
 
 use std::path::PathBuf;
@@ -23,6 +25,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use outcome::Outcome;
 use pcapcast_core::{Format, History, Options, Path};
 
 #[derive(Debug, Parser)]
@@ -205,20 +208,25 @@ fn main() -> ExitCode {
         return extcap::run(&args);
     }
     // Parsed in two steps, so that `capture` sees where each option stood.
-    let matches = Cli::command().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => return Outcome::from_clap(&e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => return Outcome::from_clap(&e),
+    };
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
-        Command::Capture(args) => capture::run(args, matches.subcommand_matches("capture")),
+        Command::Capture(args) => {
+            return capture::run(args, matches.subcommand_matches("capture")).exit()
+        }
         Command::Dissector { install } => dissector::run(install),
         Command::Extcap { install, dir } => extcap::install(install, dir),
     };
     match result {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("pcapcast: {message}");
-            ExitCode::FAILURE
-        }
+        Err(message) => Outcome::Refused(message).exit(),
     }
 }
 

@@ -2,7 +2,6 @@
 //! pcapng streams merged in time order ([`crate::merge`]) into one file. A daemon that
 //! goes away ends its part; the others go on.
 
-use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use pcapcast_core::framer::Unit;
 use crate::capture::LiveLine;
 use crate::client::{self, Ask, End, Event, Next, TICK};
 use crate::merge::{Merge, Out};
-use crate::recorder::{Counts, Flow, RecordError, Recorder};
+use crate::recorder::{Counts, Flow, Output, RecordError, Recorder};
 use crate::{LimitArgs, RuntimeKind};
 
 /// One daemon of a merged capture.
@@ -30,12 +29,17 @@ pub struct Daemon {
 /// How a merged capture ended.
 #[derive(Debug)]
 pub struct Merged<W> {
-    /// The output, flushed.
-    pub out: io::Result<W>,
-    /// Whether every daemon could be attached.
-    pub all_attached: bool,
-    /// Writing the output failed (other than its reader leaving), in words.
-    pub failure: Option<String>,
+    /// The output, flushed unless writing it failed.
+    pub out: W,
+    /// What the output holds.
+    pub counts: Counts,
+    /// Daemons that could not be attached.
+    pub unattached: usize,
+    /// Daemons whose part was cut short: they went away, or their stream broke.
+    pub cut_short: usize,
+    /// Writing the output failed (its reader leaving too); the output was cut back to
+    /// its last whole record.
+    pub failure: Option<RecordError>,
 }
 
 /// A daemon's part, as the live line shows it.
@@ -66,7 +70,7 @@ fn clock_comment(daemons: &[Daemon], window: Duration) -> String {
 
 /// Captures from every daemon into `out` until a limit, a signal (`stop`), the end of
 /// every daemon's stream, or a failure to write.
-pub fn run<W: Write>(
+pub fn run<W: Output>(
     kind: RuntimeKind,
     daemons: &[Daemon],
     out: W,
@@ -105,7 +109,7 @@ pub fn run<W: Write>(
     drop(tx);
     let mut parts: Vec<Part> = daemons.iter().map(|_| Part::default()).collect();
     let mut recorder = Recorder::new(out, limits.count);
-    let mut all_attached = true;
+    let (mut unattached, mut cut_short) = (0, 0);
     let mut failure = None;
     let mut live = daemons.len();
     let started = Instant::now();
@@ -124,6 +128,7 @@ pub fn run<W: Write>(
                     ));
                     flags[i].store(true, Ordering::Relaxed);
                     parts[i].ended = true;
+                    cut_short += 1;
                 }
             }
             Ok(Message::Data(..)) => {}
@@ -132,7 +137,7 @@ pub fn run<W: Write>(
                 parts[i].ended = true;
                 match end {
                     Err(e) => {
-                        all_attached = false;
+                        unattached += 1;
                         line.say(&format!("pcapcast: {e}"));
                     }
                     Ok(End::Stopped) => {}
@@ -141,11 +146,14 @@ pub fn run<W: Write>(
                         daemons[i].name,
                         others_go_on(live)
                     )),
-                    Ok(End::Broken(reason)) => line.say(&format!(
-                        "pcapcast: {}: the daemon went away ({reason}); its part ends on a whole record{}",
-                        daemons[i].name,
-                        others_go_on(live)
-                    )),
+                    Ok(End::Broken(reason)) => {
+                        cut_short += 1;
+                        line.say(&format!(
+                            "pcapcast: {}: the daemon went away ({reason}); its part ends on a whole record{}",
+                            daemons[i].name,
+                            others_go_on(live)
+                        ));
+                    }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -173,10 +181,15 @@ pub fn run<W: Write>(
     for thread in threads {
         let _ = thread.join();
     }
-    line.finish_with(describe(recorder.counts(), daemons, &parts));
+    let finished = recorder.finish();
+    let (out, counts) = (finished.out, finished.counts);
+    failure = failure.or(finished.result.err());
+    line.finish_with(describe(counts, daemons, &parts));
     Merged {
-        out: recorder.finish(),
-        all_attached,
+        out,
+        counts,
+        unattached,
+        cut_short,
         failure,
     }
 }
@@ -190,12 +203,12 @@ fn others_go_on(live: usize) -> &'static str {
 }
 
 /// Writes what `next` gives, counting each daemon's part. `Done` once the packet count
-/// is reached or the output failed (its reader leaving is no failure).
-fn write_due<W: Write>(
+/// is reached or the output failed (its reader leaving too: the caller tells them apart).
+fn write_due<W: Output>(
     recorder: &mut Recorder<W>,
     parts: &mut [Part],
     mut next: impl FnMut() -> Option<Out>,
-    failure: &mut Option<String>,
+    failure: &mut Option<RecordError>,
 ) -> Flow {
     let mut flow = Flow::More;
     let mut result = Ok(());
@@ -222,9 +235,8 @@ fn write_due<W: Write>(
     let result = result.and_then(|()| recorder.flush());
     match result {
         Ok(()) => flow,
-        Err(RecordError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => Flow::Done,
         Err(e) => {
-            *failure = Some(e.to_string());
+            *failure = Some(e);
             Flow::Done
         }
     }

@@ -44,6 +44,29 @@ impl FromStr for Target {
     }
 }
 
+impl Target {
+    /// What a Unix target's path is when it is there but no socket ("a regular file",
+    /// "a directory"...), so that a refused connection names it.
+    pub fn not_a_socket(&self) -> Option<&'static str> {
+        use std::os::unix::fs::FileTypeExt;
+        let Target::Unix(path) = self else {
+            return None;
+        };
+        let kind = std::fs::metadata(path).ok()?.file_type();
+        Some(if kind.is_socket() {
+            return None;
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_file() {
+            "a regular file"
+        } else if kind.is_fifo() {
+            "a fifo"
+        } else {
+            "a device"
+        })
+    }
+}
+
 /// The socket a daemon serves by default and `pcapcast capture` attaches to:
 /// `$PCAPCAST_SOCKET`, else `$XDG_RUNTIME_DIR/pcapcast.sock`, else
 /// `/tmp/pcapcast-UID/pcapcast.sock`.

@@ -21,6 +21,16 @@ use history::{
     a_history_capture_holds_the_past_and_ends, a_history_span_keeps_only_that_span,
     sigusr1_writes_a_snapshot, the_extcap_captures_with_history,
 };
+#[path = "e2e/damaged_files.rs"]
+mod damaged_files;
+#[path = "e2e/robust.rs"]
+mod robust;
+use robust::{
+    a_daemon_killed_mid_capture_exits_2, a_full_disk_leaves_whole_records_and_true_counts,
+    a_reader_that_leaves_ends_a_capture_with_nothing_to_write,
+    a_socket_path_that_is_no_socket_is_named, a_web_servers_error_page_is_one_line,
+    broken_streams_exit_2_on_a_whole_record,
+};
 
 const PCAPCAST: &str = env!("CARGO_BIN_EXE_pcapcast");
 
@@ -821,6 +831,12 @@ on_both_runtimes!(
     a_history_span_keeps_only_that_span,
     sigusr1_writes_a_snapshot,
     the_extcap_captures_with_history,
+    a_full_disk_leaves_whole_records_and_true_counts,
+    broken_streams_exit_2_on_a_whole_record,
+    a_daemon_killed_mid_capture_exits_2,
+    a_web_servers_error_page_is_one_line,
+    a_socket_path_that_is_no_socket_is_named,
+    a_reader_that_leaves_ends_a_capture_with_nothing_to_write,
 );
 
 /// A file removed when the test ends, passed or failed.

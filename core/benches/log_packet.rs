@@ -273,17 +273,29 @@ fn capture_with_1ms_writer(bencher: Bencher, size: usize) {
 /// backlog's size (4 MiB, the default), one per thread.
 #[divan::bench(args = SIZES, threads = [1, 2], sample_count = 100, sample_size = 5000)]
 fn floor_copy(bencher: Bencher, size: usize) {
+    copy_into_ring(bencher, size, 4 << 20);
+}
+
+/// The retention's floor: the same copy into a reused ring of the retention's size
+/// (16 MiB, the demo's).
+#[divan::bench(args = [64, 1500], sample_count = 100, sample_size = 5000)]
+fn floor_copy_16mib(bencher: Bencher, size: usize) {
+    copy_into_ring(bencher, size, RETAIN);
+}
+
+fn copy_into_ring(bencher: Bencher, size: usize, ring_bytes: usize) {
     thread_local! {
-        // Touched once up front, so that the ring is reused memory, not fresh pages.
-        static RING: RefCell<Vec<u8>> = RefCell::new({
-            let mut ring = vec![0u8; 4 << 20];
-            ring.clear();
-            ring
-        });
+        static RING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
     let packet = packet(size);
     bencher.bench(|| {
         RING.with_borrow_mut(|ring| {
+            if ring.capacity() != ring_bytes {
+                // Touched once up front, so that the ring is reused memory, not fresh
+                // pages.
+                *ring = vec![0u8; ring_bytes];
+                ring.clear();
+            }
             if ring.capacity() - ring.len() < size + 18 {
                 ring.clear();
             }
@@ -292,6 +304,25 @@ fn floor_copy(bencher: Bencher, size: usize) {
             black_box(ring.len());
         })
     });
+}
+
+/// The retention of the demo: 16 MiB.
+const RETAIN: usize = 16 << 20;
+
+/// Retention on, nobody attached: every packet is kept for a later history. Against
+/// `floor_copy_16mib` and `capture::<1>` (one output drained).
+#[divan::bench(args = [64, 1500], sample_count = 100, sample_size = 5000)]
+fn capture_retaining_idle(bencher: Bencher, size: usize) {
+    let capture = Capture::builder().retain(RETAIN).build();
+    let packet = packet(size);
+    // Twice the retention, so that its buffers are reused, as in a running daemon.
+    for _ in 0..2 * RETAIN / packet.len() {
+        capture.log_packet(Path::FromPeer, SystemTime::now(), &packet);
+    }
+    let when = SystemTime::now();
+    bencher
+        .counter(divan::counter::BytesCount::new(size))
+        .bench(|| capture.log_packet(Path::FromPeer, when, black_box(&packet)));
 }
 
 /// The Go original's structure: one mutex; under it every output gets the record,

@@ -9,7 +9,6 @@ mod tcp;
 mod traffic;
 
 use std::fs::File;
-use std::io::BufWriter;
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::pin::Pin;
@@ -130,7 +129,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     let capture = builder.build();
     let replayed = match &args.replay {
         Some(file) => {
-            let loaded = replay::load(file)?;
+            let mut loaded = replay::load(file)?;
+            let capped = loaded.cap_waits(args.speed);
+            for warning in loaded.warnings.iter().chain(&capped) {
+                eprintln!("pcapcast demo: warning: {warning}");
+            }
             if !args.quiet {
                 eprintln!(
                     "pcapcast demo: replaying {} IP packets of {} ({} records without one skipped)",
@@ -445,7 +448,7 @@ fn record(
     } else {
         None
     });
-    let mut recorder = Recorder::new(BufWriter::new(file), count);
+    let mut recorder = Recorder::new(file, count);
     let mut line = LiveLine::new(false, args.quiet);
     let started = Instant::now();
     loop {
@@ -465,10 +468,11 @@ fn record(
         }
         line.update(recorder.counts());
     }
-    let counts = recorder.counts();
-    recorder
-        .finish()
-        .map_err(|e| format!("writing {} failed: {e}", path.display()))?;
+    let finished = recorder.finish();
+    let counts = finished.counts;
+    finished
+        .result
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let seconds = started.elapsed().as_secs_f64();
     let file = path.display();
     eprintln!(

@@ -2,7 +2,6 @@
 //! at the recorded pace or faster, so filters, dissectors and tools meet real traffic.
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path as FsPath;
 use std::time::Duration;
 
@@ -12,11 +11,18 @@ use pcapcast_core::{Meta, Path};
 
 use crate::blocks::Resolution;
 
+mod link;
+mod pace;
+use link::{extract, ETHERNET};
+pub use pace::{parse_speed, Speed};
+
 /// One packet to replay.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recorded {
     /// When it was seen, after the file's first packet.
     pub at: Duration,
+    /// Its record's number in the file, from 1 (tshark's `frame.number`).
+    pub record: u64,
     pub path: Path,
     pub packet: Vec<u8>,
     pub meta: Meta,
@@ -28,72 +34,22 @@ pub struct Replay {
     pub packets: Vec<Recorded>,
     /// Records that held no IP packet (ARP, other link layers, empty records).
     pub skipped: u64,
+    /// What the reader should know of the file: a record cut off at its end.
+    pub warnings: Vec<String>,
 }
-
-/// How fast to replay.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Speed {
-    /// The recorded pace, scaled: 2 is twice as fast.
-    Times(f64),
-    /// As fast as the datapath logs.
-    Max,
-}
-
-/// Parses `--speed`: a factor above 0, or `max`.
-pub fn parse_speed(s: &str) -> Result<Speed, String> {
-    if s == "max" {
-        return Ok(Speed::Max);
-    }
-    match s.parse::<f64>() {
-        Ok(factor) if (MIN_FACTOR..=MAX_FACTOR).contains(&factor) => Ok(Speed::Times(factor)),
-        _ => Err(format!(
-            "{s:?} is not a speed: use a factor from {MIN_FACTOR} to {MAX_FACTOR} (1 is the recorded pace) or max"
-        )),
-    }
-}
-
-/// The slowest and the fastest pace a factor gives: a thousandth of the recorded one, a
-/// million times it.
-const MIN_FACTOR: f64 = 0.001;
-const MAX_FACTOR: f64 = 1_000_000.0;
-
-impl Speed {
-    /// How long after the replay's start a packet recorded `at` is due; `Duration::MAX`
-    /// past what a `Duration` holds.
-    pub fn due(self, at: Duration) -> Duration {
-        match self {
-            Speed::Times(factor) => {
-                Duration::try_from_secs_f64(at.as_secs_f64() / factor).unwrap_or(Duration::MAX)
-            }
-            Speed::Max => Duration::ZERO,
-        }
-    }
-}
-
-// Link types (LINKTYPE_* of the pcap and pcapng formats, and DLT_RAW where files kept it).
-const NULL: i32 = 0;
-const ETHERNET: i32 = 1;
-const DLT_RAW: i32 = 12;
-const DLT_RAW_OPENBSD: i32 = 14;
-const RAW: i32 = 101;
-const LOOP: i32 = 108;
-const LINUX_SLL: i32 = 113;
-const USER0: i32 = 147;
-const IPV4: i32 = 228;
-const IPV6: i32 = 229;
-const LINUX_SLL2: i32 = 276;
 
 /// Reads a pcap or pcapng file.
 ///
 /// # Errors
 ///
-/// What makes the file unreadable, with its name; records past a cut at the end are
-/// left out, as tshark does.
+/// What makes the file unreadable, with its name and the byte where it goes wrong; a
+/// record cut off at the end is left out with a warning, as tshark does.
 pub fn load(path: &FsPath) -> Result<Replay, String> {
     let name = path.display();
     let file = File::open(path).map_err(|e| format!("cannot open {name}: {e}"))?;
-    let mut reader = pcap_parser::create_reader(1 << 20, file)
-        .map_err(|e| format!("{name} is not a pcap or pcapng file: {e:?}"))?;
+    let size = file.metadata().map_or(0, |m| m.len());
+    let mut reader =
+        pcap_parser::create_reader(BUFFER, file).map_err(|e| not_a_capture(path, &e))?;
     let mut replay = Replay::default();
     // pcap: the link type and whether times are in ns; pcapng: each interface's.
     let mut legacy = (ETHERNET, false);
@@ -102,7 +58,9 @@ pub fn load(path: &FsPath) -> Result<Replay, String> {
     let mut big_endian = false;
     let mut first: Option<u128> = None;
     let mut last = 0u128;
+    let mut records = 0u64;
     let mut add = |replay: &mut Replay, ns: Option<u128>, linktype: i32, data: &[u8], flags| {
+        records += 1;
         let ns = ns.unwrap_or(last);
         last = ns;
         let start = *first.get_or_insert(ns);
@@ -110,6 +68,7 @@ pub fn load(path: &FsPath) -> Result<Replay, String> {
         match extract(linktype, data, flags) {
             Some((path, packet, meta)) => replay.packets.push(Recorded {
                 at,
+                record: records,
                 path,
                 packet: packet.to_vec(),
                 meta,
@@ -118,7 +77,8 @@ pub fn load(path: &FsPath) -> Result<Replay, String> {
         }
     };
     loop {
-        match reader.next() {
+        let at = reader.consumed();
+        let stop = match reader.next() {
             Ok((offset, block)) => {
                 match block {
                     PcapBlockOwned::LegacyHeader(header) => {
@@ -142,7 +102,7 @@ pub fn load(path: &FsPath) -> Result<Replay, String> {
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                         let Some(&(linktype, unit)) = interfaces.get(epb.if_id as usize) else {
                             return Err(format!(
-                                "{name}: a packet of interface {} that was never described",
+                                "{name}: the packet at byte {at} names interface {}, which was never described",
                                 epb.if_id
                             ));
                         };
@@ -174,17 +134,37 @@ pub fn load(path: &FsPath) -> Result<Replay, String> {
                     PcapBlockOwned::NG(_) => {}
                 }
                 reader.consume(offset);
+                continue;
             }
             Err(PcapError::Eof) => break,
-            Err(PcapError::Incomplete(_)) => {
-                if reader.reader_exhausted() {
-                    break; // a record cut at the end
-                }
-                reader
-                    .refill()
-                    .map_err(|e| format!("reading {name} failed: {e:?}"))?;
+            Err(PcapError::Incomplete(_)) => Stop::Incomplete,
+            Err(PcapError::UnexpectedEof) => Stop::Incomplete,
+            Err(PcapError::BufferTooSmall) => Stop::TooLong,
+            Err(_) => Stop::Malformed,
+        };
+        match stop {
+            Stop::Incomplete if !reader.reader_exhausted() => reader
+                .refill()
+                .map_err(|_| format!("reading {name} failed at byte {at}"))?,
+            Stop::Incomplete => {
+                replay.warnings.push(format!(
+                    "{name} ends at byte {size} in the middle of a record (record {}, from byte {at}): \
+                     the {records} whole records before it are replayed",
+                    records + 1
+                ));
+                break;
             }
-            Err(e) => return Err(format!("{name} is not a readable capture: {e:?}")),
+            Stop::TooLong => {
+                return Err(format!(
+                    "{name}: the record at byte {at} is longer than {} MiB: the file is damaged there",
+                    BUFFER >> 20
+                ))
+            }
+            Stop::Malformed => {
+                return Err(format!(
+                    "{name}: the record at byte {at} is malformed (its length or its block type is impossible)"
+                ))
+            }
         }
     }
     if replay.packets.is_empty() {
@@ -194,6 +174,37 @@ pub fn load(path: &FsPath) -> Result<Replay, String> {
         ));
     }
     Ok(replay)
+}
+
+/// Why the reader stopped short of a block.
+enum Stop {
+    /// It needs more bytes: the file goes on, or it is cut.
+    Incomplete,
+    /// The block is longer than the buffer.
+    TooLong,
+    /// The block makes no sense.
+    Malformed,
+}
+
+/// The reader's buffer: more than any record a capture holds (262144 bytes at most).
+const BUFFER: usize = 1 << 20;
+
+/// Why a file did not open as a capture, read from its first bytes.
+fn not_a_capture(path: &FsPath, error: &PcapError<&[u8]>) -> String {
+    let name = path.display();
+    let start = std::fs::read(path).unwrap_or_default();
+    let start = &start[..start.len().min(24)];
+    match error {
+        PcapError::Eof => format!("{name} is empty: a pcap or pcapng file starts with its file header"),
+        PcapError::Incomplete(_) | PcapError::UnexpectedEof => format!(
+            "{name} ends at byte {} inside its file header (a pcap file header is 24 bytes, a pcapng section header at least 28)",
+            start.len()
+        ),
+        _ => format!(
+            "{name} is not a pcap or pcapng file: byte 0 starts {}, not a pcap or pcapng magic number",
+            start.iter().take(4).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+        ),
+    }
 }
 
 fn cut(data: &[u8], caplen: u32) -> &[u8] {
@@ -208,102 +219,6 @@ fn resolution(tsresol: u8) -> Resolution {
     }
 }
 
-/// The path, IP packet and metadata a record holds, if it holds one.
-fn extract(linktype: i32, data: &[u8], flags: Option<u32>) -> Option<(Path, &[u8], Meta)> {
-    // pcapng's direction: inbound came from a peer, outbound left the local host.
-    let path = match flags.map(|f| f & 0b11) {
-        Some(0b10) => Path::FromLocal,
-        _ => Path::FromPeer,
-    };
-    let packet = match linktype {
-        USER0 => return user0(data),
-        ETHERNET => ethernet(data)?,
-        LINUX_SLL => ethertype_payload(
-            u16::from_be_bytes([*data.get(14)?, *data.get(15)?]),
-            data.get(16..)?,
-        )?,
-        LINUX_SLL2 => ethertype_payload(
-            u16::from_be_bytes([*data.first()?, *data.get(1)?]),
-            data.get(20..)?,
-        )?,
-        NULL | LOOP => {
-            let family = data.get(..4)?;
-            let family = [family[0], family[1], family[2], family[3]];
-            // NULL is in the writer's byte order, LOOP in network order.
-            let family = u32::from_le_bytes(family).min(u32::from_be_bytes(family));
-            match family {
-                2 | 10 | 24 | 28 | 30 => data.get(4..)?,
-                _ => return None,
-            }
-        }
-        RAW | DLT_RAW | DLT_RAW_OPENBSD | IPV4 | IPV6 => data,
-        _ => return None,
-    };
-    is_ip(packet).then_some((path, packet, Meta::new()))
-}
-
-fn is_ip(packet: &[u8]) -> bool {
-    matches!(packet.first().map(|b| b >> 4), Some(4 | 6))
-}
-
-/// An Ethernet frame's IP packet, under any number of VLAN tags.
-fn ethernet(frame: &[u8]) -> Option<&[u8]> {
-    let mut at = 12;
-    loop {
-        let ethertype = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
-        match ethertype {
-            0x8100 | 0x88a8 | 0x9100 => at += 4,
-            _ => return ethertype_payload(ethertype, frame.get(at + 2..)?),
-        }
-    }
-}
-
-fn ethertype_payload(ethertype: u16, payload: &[u8]) -> Option<&[u8]> {
-    matches!(ethertype, 0x0800 | 0x86dd).then_some(payload)
-}
-
-/// A pcapcast or Tailscale record: the path it names, and what follows the framing.
-/// The two framings are told apart as the dissector does: after the path the seed
-/// framing starts an IP packet (or, on Disco, a frame), Tailscale's the address lengths.
-fn user0(data: &[u8]) -> Option<(Path, &[u8], Meta)> {
-    let path = Path::from(u16::from_le_bytes([*data.first()?, *data.get(1)?]));
-    let payload = data.get(2..).filter(|p| !p.is_empty())?;
-    let seed = match path {
-        Path::Disco => {
-            let tailscale = payload.starts_with(&[0, 0])
-                && pcapcast_core::disco::DiscoFrame::parse(&payload[2..]).is_ok();
-            !tailscale
-        }
-        _ => is_ip(payload) || !path.carries_ip(),
-    };
-    if seed {
-        return Some((path, payload, Meta::new()));
-    }
-    let (src, rest) = original_address(payload)?;
-    let (dst, packet) = original_address(rest)?;
-    let mut meta = Meta::new();
-    if let Some(src) = src {
-        meta = meta.snat(src);
-    }
-    if let Some(dst) = dst {
-        meta = meta.dnat(dst);
-    }
-    (!packet.is_empty()).then_some((path, packet, meta))
-}
-
-/// One address of Tailscale's prefix (its port is not written: 0 here) and the rest.
-fn original_address(bytes: &[u8]) -> Option<(Option<SocketAddr>, &[u8])> {
-    let (&len, rest) = bytes.split_first()?;
-    let (addr, rest) = rest.split_at_checked(usize::from(len))?;
-    let ip = match len {
-        0 => return Some((None, rest)),
-        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(addr).ok()?)),
-        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(addr).ok()?)),
-        _ => return None,
-    };
-    Some((Some(SocketAddr::new(ip, 0)), rest))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,81 +227,109 @@ mod tests {
         0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8,
     ];
 
-    #[test]
-    fn link_layers_give_their_ip_packet() {
-        let mut frame = vec![0xff; 12];
-        frame.extend_from_slice(&[0x81, 0x00, 0, 5, 0x88, 0xa8, 0, 6, 0x08, 0x00]);
-        frame.extend_from_slice(&IPV4_PACKET);
-        assert_eq!(ethernet(&frame), Some(&IPV4_PACKET[..]));
-        let mut arp = vec![0xff; 12];
-        arp.extend_from_slice(&[0x08, 0x06, 0, 1]);
-        assert_eq!(extract(ETHERNET, &arp, None), None);
-
-        let mut sll = vec![0; 14];
-        sll.extend_from_slice(&[0x08, 0x00]);
-        sll.extend_from_slice(&IPV4_PACKET);
-        assert_eq!(
-            extract(LINUX_SLL, &sll, None).map(|e| e.1),
-            Some(&IPV4_PACKET[..])
-        );
-        let mut sll2 = vec![0x86, 0xdd];
-        sll2.extend_from_slice(&[0; 18]);
-        sll2.extend_from_slice(&[0x60; 40]);
-        assert_eq!(
-            extract(LINUX_SLL2, &sll2, None).map(|e| e.1.len()),
-            Some(40)
-        );
-
-        for family in [2u32.to_le_bytes(), 30u32.to_be_bytes()] {
-            let mut null = family.to_vec();
-            null.extend_from_slice(&IPV4_PACKET);
-            assert!(extract(NULL, &null, None).is_some());
+    /// A raw IP pcap file of one packet at each of these times (seconds since 1970).
+    fn pcap_at(seconds: &[u64]) -> Vec<u8> {
+        use pcapcast_core::{Encoder, Format, Options};
+        let encoder = Encoder::new(Options::new().format(Format::RawIp));
+        let mut file = bytes::BytesMut::new();
+        encoder.put_header(&mut file);
+        for &s in seconds {
+            let when = std::time::UNIX_EPOCH + Duration::from_secs(s);
+            encoder.put_record(&mut file, Path::FromPeer, when, &IPV4_PACKET);
         }
-        assert!(extract(RAW, &[0x12; 20], None).is_none(), "not IP");
-        assert_eq!(
-            extract(RAW, &IPV4_PACKET, Some(0b10)).map(|e| e.0),
-            Some(Path::FromLocal)
+        file.to_vec()
+    }
+
+    fn load_bytes(name: &str, bytes: &[u8]) -> Result<Replay, String> {
+        let file = pcapcast_tests::temp_dir("replay-load").join(name);
+        std::fs::write(&file, bytes).unwrap();
+        load(&file)
+    }
+
+    #[test]
+    fn a_file_cut_mid_record_is_replayed_to_its_last_whole_record() {
+        let mut file = pcap_at(&[1, 2, 3]);
+        file.truncate(file.len() - 5);
+        let replay = load_bytes("cut.pcap", &file).unwrap();
+        assert_eq!(replay.packets.len(), 2);
+        assert_eq!(replay.warnings.len(), 1);
+        let record = 16 + IPV4_PACKET.len();
+        let expected = format!(
+            "ends at byte {} in the middle of a record (record 3, from byte {}): the 2 whole records",
+            file.len(),
+            24 + 2 * record
+        );
+        assert!(
+            replay.warnings[0].contains(&expected),
+            "{:?}",
+            replay.warnings
         );
     }
 
     #[test]
-    fn both_user0_framings_keep_their_path_and_metadata() {
-        let mut seed = vec![3, 0];
-        seed.extend_from_slice(&IPV4_PACKET);
-        assert_eq!(
-            user0(&seed),
-            Some((Path::SynthesizedToPeer, &IPV4_PACKET[..], Meta::new()))
-        );
-        let mut tailscale = vec![1, 0, 0, 4, 100, 64, 0, 9];
-        tailscale.extend_from_slice(&IPV4_PACKET);
-        let dnat = Meta::new().dnat("100.64.0.9:0".parse().unwrap());
-        assert_eq!(
-            user0(&tailscale),
-            Some((Path::FromPeer, &IPV4_PACKET[..], dnat))
-        );
-
-        let frame =
-            pcapcast_core::disco::DiscoFrame::new("1.2.3.4:5".parse().unwrap(), &[1, 0]).to_vec();
-        let seed_disco = [&[254, 0][..], &frame].concat();
-        let tailscale_disco = [&[254, 0, 0, 0][..], &frame].concat();
-        assert_eq!(user0(&seed_disco).map(|r| r.1), Some(&frame[..]));
-        assert_eq!(user0(&tailscale_disco).map(|r| r.1), Some(&frame[..]));
-        assert_eq!(user0(&[0, 0]), None);
-        assert_eq!(user0(&[0, 0, 5, 1]), None, "a bad address length");
+    fn unreadable_files_say_what_is_wrong_and_where() {
+        let whole = pcap_at(&[1]);
+        // A record header that claims 2 MiB, in a file longer than the reader's buffer.
+        let mut huge = whole[..24].to_vec();
+        for field in [1u32, 0, 2 << 20, 2 << 20] {
+            huge.extend_from_slice(&field.to_le_bytes());
+        }
+        huge.resize(BUFFER + 4096, 0x45);
+        let cases: [(&str, &[u8], &str); 4] = [
+            ("empty.pcap", b"", "is empty"),
+            (
+                "short.pcap",
+                &whole[..10],
+                "ends at byte 10 inside its file header",
+            ),
+            (
+                "garbage.pcap",
+                b"hello, this is no capture file at all",
+                "is not a pcap or pcapng file: byte 0 starts 68 65 6c 6c",
+            ),
+            (
+                "huge.pcap",
+                &huge,
+                "the record at byte 24 is longer than 1 MiB",
+            ),
+        ];
+        for (name, bytes, says) in cases {
+            let error = load_bytes(name, bytes).unwrap_err();
+            assert!(error.contains(says), "{name}: {error}");
+            assert!(error.contains(name), "names the file: {error}");
+            for raw in ["Eof", "Incomplete", "HeaderNotRecognized", "BufferTooSmall"] {
+                assert!(!error.contains(raw), "{name}: {error}");
+            }
+        }
     }
 
     #[test]
-    fn speeds() {
-        assert_eq!(parse_speed("max"), Ok(Speed::Max));
-        assert_eq!(parse_speed("2"), Ok(Speed::Times(2.0)));
-        for bad in ["0", "-1", "fast", "1e-300", "1e300", "NaN", "inf"] {
-            assert!(parse_speed(bad).is_err(), "{bad}");
-        }
-        assert_eq!(Speed::Times(0.001).due(Duration::MAX), Duration::MAX);
-        assert_eq!(
-            Speed::Times(2.0).due(Duration::from_secs(3)),
-            Duration::from_millis(1500)
+    fn a_jump_in_time_waits_at_most_max_wait() {
+        let mut replay = load_bytes(
+            "jump.pcap",
+            &pcap_at(&[0, 1, u64::from(u32::MAX), u64::from(u32::MAX)]),
+        )
+        .unwrap();
+        assert_eq!(replay.cap_waits(Speed::Max), None);
+        let warning = replay.cap_waits(Speed::Times(1.0)).expect("a warning");
+        assert!(
+            warning.starts_with("record 3 comes 4294967294.000s after"),
+            "{warning}"
         );
+        assert!(warning.contains("cut to 1s"), "{warning}");
+        let times: Vec<Duration> = replay.packets.iter().map(|p| p.at).collect();
+        let s = Duration::from_secs;
+        assert_eq!(times, [s(0), s(1), s(2), s(2)]);
+        // Twice as fast: the recorded gap allowed is twice as long.
+        let mut replay = load_bytes("jumps.pcap", &pcap_at(&[0, 10, 20])).unwrap();
+        let warning = replay.cap_waits(Speed::Times(2.0)).unwrap();
+        assert!(warning.contains("(and 1 later wait)"), "{warning}");
+        let times: Vec<Duration> = replay.packets.iter().map(|p| p.at).collect();
+        assert_eq!(times, [s(0), s(2), s(4)]);
+    }
+
+    #[test]
+    fn time_resolutions() {
         assert_eq!(resolution(9).nanos(5), 5);
         assert_eq!(resolution(6).nanos(5), 5_000);
         assert_eq!(resolution(0x80 | 10).nanos(1024), 1_000_000_000);
