@@ -106,7 +106,7 @@ impl LiveLine {
     /// Redraws the line on a terminal four times a second; elsewhere (`--stats` into a
     /// log) writes one line a second.
     pub fn update(&mut self, counts: Counts) {
-        self.update_with(|| describe(counts));
+        self.update_with(|| describe(counts, None));
     }
 
     /// [`LiveLine::update`] with a text of the caller's, made only when shown.
@@ -120,10 +120,6 @@ impl LiveLine {
                 eprintln!("{}", text());
             }
         }
-    }
-
-    pub fn finish(&self, counts: Counts) {
-        self.finish_with(describe(counts));
     }
 
     /// [`LiveLine::finish`] with a text of the caller's.
@@ -144,9 +140,14 @@ impl LiveLine {
     }
 }
 
-fn describe(counts: Counts) -> String {
+/// The live line's text; `history` is what the daemon said the capture starts with.
+fn describe(counts: Counts, history: Option<u64>) -> String {
+    // History comes first: of the packets so far, up to that many are from before.
+    let before = history.map_or(String::new(), |history| {
+        format!(" ({} from before the attach)", history.min(counts.packets))
+    });
     format!(
-        "pcapcast: {} packets, {} bytes, {} dropped",
+        "pcapcast: {} packets{before}, {} bytes, {} dropped",
         counts.packets, counts.bytes, counts.drops
     )
 }
@@ -190,8 +191,10 @@ pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Outcome {
     let mut line = LiveLine::new(args.stats, args.quiet);
     let started = Instant::now();
     let mut failure: Option<Outcome> = None;
+    let mut history = None;
     let end = client::run(args.runtime, &ask, &stop, |event| {
         match event {
+            Event::Attached { history: told } => history = told,
             Event::Data(bytes) => match recorder.feed(&bytes) {
                 Ok(Flow::More) => {}
                 Ok(Flow::Done) => return Next::Stop,
@@ -204,7 +207,7 @@ pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Outcome {
             Event::Tick if recorder.output().reader_gone() => return Next::Stop,
             Event::Tick => {}
         }
-        line.update(recorder.counts());
+        line.update_with(|| describe(recorder.counts(), history));
         let out_of_time = args.limits.duration.is_some_and(|d| started.elapsed() >= d);
         if out_of_time || stop.load(Ordering::Relaxed) {
             Next::Stop
@@ -219,7 +222,7 @@ pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Outcome {
         let e = finished.result.err()?;
         failed(e, &destination, &ask.target, counts)
     });
-    line.finish(counts);
+    line.finish_with(describe(counts, history));
     let outcome = failure.unwrap_or_else(|| match end {
         Err(why) => Outcome::Refused(why),
         Ok(End::Stopped) => Outcome::Whole,

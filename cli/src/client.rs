@@ -25,6 +25,12 @@ pub enum Event {
     Data(Bytes),
     /// Time passed.
     Tick,
+    /// The daemon accepted the capture; for one that asked for history, how many
+    /// records from before the attach it starts with, as the daemon counted them.
+    Attached {
+        /// The daemon's `pcapcast-history-records`.
+        history: Option<u64>,
+    },
 }
 
 /// Whether the caller wants more.
@@ -213,6 +219,10 @@ where
             .await
             .map_err(|e| format!("{} did not answer: {e}", ask.target))?;
         let status = response.status();
+        let history = response
+            .headers()
+            .get(pcapcast_core::endpoint::HISTORY_HEADER)
+            .and_then(|value| value.to_str().ok()?.parse().ok());
         let mut body = response.into_body();
         if !status.is_success() {
             // The reason is for one line: past 64 KiB the rest is not read.
@@ -236,6 +246,9 @@ where
                 "{} refused the capture ({status}): {}{hint}",
                 ask.target, reason.text
             ));
+        }
+        if handler(Event::Attached { history }) == Next::Stop {
+            return Ok(End::Stopped);
         }
         // One timer per tick, not one per frame: arming a timer takes the reactor's
         // timer lock and wakes the reactor, work that need not be done per frame.

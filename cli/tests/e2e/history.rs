@@ -31,14 +31,36 @@ pub(super) fn a_history_capture_holds_the_past_and_ends(runtime: &str) {
     std::thread::sleep(Duration::from_millis(2_500));
     let started = now();
     let file = dir.join("before.pcapng");
-    capture_into(
+    let connect = demo.connect();
+    let out = pcapcast(&[
+        "capture",
+        "--runtime",
         runtime,
-        &demo,
-        &["--history", "all", "--no-follow", "--format", "pcapng"],
-        &file,
-    );
+        "--connect",
+        &connect,
+        "--history",
+        "all",
+        "--no-follow",
+        "--format",
+        "pcapng",
+        "--stats",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{runtime}: {said}");
     let times = times(&file);
     assert!(times.len() > 100, "{runtime}: {} packets", times.len());
+    // The closing line says how many came from before the attach: all of them.
+    let summary = format!(
+        "{} packets ({} from before the attach)",
+        times.len(),
+        times.len()
+    );
+    assert!(
+        said.lines().last().is_some_and(|l| l.contains(&summary)),
+        "{runtime}: {said}"
+    );
     assert!(
         times[0] < started - 1.5,
         "{runtime}: the first packet is from before the attach"
