@@ -16,8 +16,9 @@ use futures_core::Stream;
 use crate::capture::Shared;
 use crate::encoder::Stored;
 use crate::log::{self, Batch, KindCounts, Log};
+use crate::outputs::Slot;
 use crate::pcap::RECORD_HEADER_LEN;
-use crate::{Bpf, Encoder, FlushSchedule, Meta, Options, Path};
+use crate::{Bpf, Encoder, FlushSchedule, Meta, Options, OutputWatch, Path};
 
 /// Counters of one output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +47,9 @@ pub struct Subscription {
     shared: Arc<Shared>,
     encoder: Encoder,
     attached: bool,
+    /// This output's place among the attached ones; `None` for an output that never
+    /// attached.
+    slot: Option<Arc<Slot>>,
     cursor: u64,
     /// Records per path kind before the cursor, to count losses by the paths kept.
     kinds_to_cursor: KindCounts,
@@ -106,7 +110,9 @@ impl Subscription {
         cursor: u64,
         kinds_to_cursor: KindCounts,
     ) -> Subscription {
+        let slot = shared.outputs.register(cursor);
         let mut subscription = Subscription::ended(shared, options);
+        subscription.slot = Some(slot);
         subscription.attached = true;
         subscription.ended = false;
         subscription.cursor = cursor;
@@ -120,6 +126,7 @@ impl Subscription {
             shared,
             encoder: Encoder::new(options),
             attached: false,
+            slot: None,
             cursor: 0,
             kinds_to_cursor: [0; Path::KINDS],
             header_sent: false,
@@ -149,6 +156,29 @@ impl Subscription {
 
     /// Records this output lost because it lagged.
     pub fn dropped(&self) -> u64 {
+        self.stats.dropped
+    }
+
+    /// Whether this output was detached for being stalled (see [`OutputWatch`]): its
+    /// stream has ended, without what it had not handed out yet.
+    pub fn is_evicted(&self) -> bool {
+        self.slot.as_ref().is_some_and(|slot| slot.is_evicted())
+    }
+
+    /// A handle on this output's attachment, for a writer to notice an eviction while a
+    /// write is pending, or to detach the output when the write stalls.
+    pub fn watch(&self) -> OutputWatch {
+        OutputWatch::new(Arc::clone(&self.shared), self.slot.clone())
+    }
+
+    /// Counts the records this output has lost so far, also those it has not reached
+    /// because its writer is stalled, and returns its whole count of drops.
+    pub fn count_lost(&mut self) -> u64 {
+        let shared = Arc::clone(&self.shared);
+        let log = shared.lock_log();
+        self.catch_up(&log);
+        drop(log);
+        self.note_progress();
         self.stats.dropped
     }
 
@@ -188,6 +218,12 @@ impl Subscription {
 
     fn poll_with(&mut self, cx: &mut Context<'_>, take: Take) -> Poll<Option<Bytes>> {
         loop {
+            if self.is_evicted() && !self.ended {
+                // What it held back is stale: let the backlog have its batches again.
+                self.ready.clear();
+                self.header_sent = true;
+                self.ended = true;
+            }
             if let Some(bytes) = self.next_ready() {
                 return Poll::Ready(Some(bytes));
             }
@@ -269,6 +305,7 @@ impl Subscription {
         }
         let ended = log.closed && self.cursor >= log.end_seq() && log.pending_bytes() == 0;
         drop(log);
+        self.note_progress();
         if let Take::DueAt(now) = take {
             self.last_look = Some(now);
             let interval = self.encoder.options().get_flush_interval();
@@ -422,9 +459,22 @@ impl Subscription {
         }
     }
 
+    /// Tells the registry how far this output has read.
+    fn note_progress(&self) {
+        if let Some(slot) = &self.slot {
+            slot.set_cursor(self.cursor);
+        }
+    }
+
     fn detach(&mut self) {
         if std::mem::take(&mut self.attached) {
-            self.shared.detach();
+            // An evicted output's count was taken over when it was evicted.
+            if self.slot.as_ref().is_none_or(|slot| slot.detach()) {
+                self.shared.detach();
+            }
+            if let Some(slot) = self.slot.take() {
+                self.shared.outputs.remove(&slot);
+            }
         }
     }
 }
