@@ -296,6 +296,7 @@ impl Subscription {
                 log.batches_from(self.cursor, &mut self.batches);
             }
         }
+        hand_out_at_most(&mut self.batches, shared.batch_bytes);
         if self.batches.is_empty() {
             // Records the rings could not take, after the last batch: a gap that no
             // batch follows yet.
@@ -477,6 +478,21 @@ impl Subscription {
             }
         }
     }
+}
+
+/// Keeps the first batches of `batches` up to about `bytes` (at least one): what an
+/// output holds unsent is bounded so, and a writer that stops pulling pins no more than
+/// that of the backlog's memory. The rest stays in the backlog for the next pull.
+fn hand_out_at_most(batches: &mut Vec<Batch>, bytes: usize) {
+    let mut taken = 0;
+    let keep = batches
+        .iter()
+        .take_while(|batch| {
+            taken += batch.data.len();
+            taken <= bytes
+        })
+        .count();
+    batches.truncate(keep.max(1));
 }
 
 impl Stream for Subscription {
