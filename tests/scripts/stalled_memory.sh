@@ -28,7 +28,10 @@ def rss():
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-before = rss()
+def fds():
+    import os
+    return len(os.listdir(f"/proc/{pid}/fd"))
+before, fds_before = rss(), fds()
 clients = []
 for _ in range(n):
     s = socket.socket(socket.AF_UNIX)
@@ -36,6 +39,7 @@ for _ in range(n):
     s.sendall(b"POST /capture HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert s.recv(12) == b"HTTP/1.1 200", "not attached"
     clients.append(s)
+fds_with = fds()
 peak, start = 0.0, time.time()
 while time.time() - start < 8:
     peak = max(peak, rss())
@@ -45,4 +49,6 @@ for s in clients:
 time.sleep(3)
 after = rss()
 print(f"readers={n} before={before:.1f}MiB peak={peak:.1f}MiB (+{peak - before:.1f}) after={after:.1f}MiB")
+# Descriptors of the demo: its connections are gone once the outputs are detached.
+print(f"descriptors: before={fds_before} with readers={fds_with} after={fds()}")
 PY
