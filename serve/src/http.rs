@@ -140,7 +140,9 @@ impl<R: Runtime> HttpServer<R> {
 /// statuses and attach/detach logs) on whatever path the host routes to it; the host's
 /// own middleware (TLS, authentication) decides who reaches it. The peer named in the
 /// logs is a [`Peer`] or a [`SocketAddr`] the host put in the request's extensions
-/// (axum users: see `ConnectInfo`), else unknown.
+/// (axum users: see `ConnectInfo`), else unknown. Mounted, an output evicted at the
+/// output limit ends its body when the host's server next polls it; the stall limit and
+/// the small write buffer of [`HttpServer`] are the host server's to set.
 ///
 /// # Examples
 ///
