@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use event_listener::Event;
 
 use crate::log::{lock, try_lock, Log, MAX_STORED_PACKET};
+use crate::outputs::{Outputs, Room};
 use crate::ring::{self, RecordHeader, RingReader, RingWriter};
 use crate::signal::RecordSignal;
 use crate::subscription::Attach;
@@ -44,6 +45,8 @@ pub(crate) struct Shared {
     /// Wakes readers when a ring is half full, or the capture closed.
     pub(crate) batch_event: Event,
     pub(crate) dropped: AtomicU64,
+    /// The attached outputs' progress, to find the most stalled one.
+    pub(crate) outputs: Outputs,
     max_outputs: usize,
     ring_bytes: usize,
     pub(crate) batch_bytes: usize,
@@ -88,6 +91,22 @@ impl Shared {
     /// Outputs attached now, not counting the retention's own hold.
     fn outputs(&self, state: usize) -> usize {
         (state & !CLOSED).saturating_sub(self.retainer)
+    }
+
+    /// Wakes every output waiting for records, so that an evicted one sees its end.
+    pub(crate) fn wake_readers(&self) {
+        self.data_event.notify(usize::MAX);
+        self.batch_event.notify(usize::MAX);
+    }
+
+    /// At the output limit: evicts the most stalled output that lags, if one does.
+    fn make_room(&self) -> Room {
+        let oldest = self.lock_log().oldest().0;
+        let room = self.outputs.evict_most_stalled(oldest);
+        if room == Room::Made {
+            self.wake_readers();
+        }
+        room
     }
 
     /// Locks the backlog, having it take on the rings registered since.
@@ -330,6 +349,7 @@ impl Builder {
                 data_event: Event::new(),
                 batch_event: Event::new(),
                 dropped: AtomicU64::new(0),
+                outputs: Outputs::default(),
                 max_outputs: self.max_outputs,
                 ring_bytes: self.ring_bytes,
                 batch_bytes: self.batch_bytes,
@@ -352,6 +372,9 @@ pub struct CaptureStats {
     pub clamped_times: u64,
     /// Records lost by lagging outputs, all outputs together.
     pub dropped: u64,
+    /// Outputs detached for being stalled: made to give way to a new output at the
+    /// limit, or detached by their writer's stall limit.
+    pub stalled_detached: u64,
 }
 
 impl Default for Capture {
@@ -517,11 +540,15 @@ impl Capture {
         }
     }
 
-    /// Attaches an output unless the capture is closed or has its limit of outputs.
+    /// Attaches an output unless the capture is closed or has its limit of outputs. At
+    /// the limit, the output furthest behind among those that lag (their cursor is
+    /// before the backlog's oldest record: they have lost records) is detached and the
+    /// new one takes its place; the evicted output's stream ends.
     ///
     /// # Errors
     ///
-    /// [`Error::Closed`] or [`Error::TooManyOutputs`].
+    /// [`Error::Closed`], or [`Error::TooManyOutputs`] when the limit is reached and no
+    /// output lags.
     pub fn try_subscribe(&self, options: Options) -> Result<Subscription, Error> {
         self.attach(options, self.shared.max_outputs)
     }
@@ -534,7 +561,15 @@ impl Capture {
                 return Err(Error::Closed);
             }
             if self.shared.outputs(current) >= limit.min(CLOSED - 2) {
-                return Err(Error::TooManyOutputs { limit });
+                match self.shared.make_room() {
+                    // The evicted output's count is this one's now.
+                    Room::Made => break,
+                    Room::Freed => {
+                        current = state.load(Ordering::Acquire);
+                        continue;
+                    }
+                    Room::None => return Err(Error::TooManyOutputs { limit }),
+                }
             }
             match state.compare_exchange_weak(
                 current,
@@ -619,6 +654,7 @@ impl Capture {
             logged: log.logged,
             clamped_times: log.clamped,
             dropped: self.shared.dropped.load(Ordering::Relaxed),
+            stalled_detached: self.shared.outputs.stalled_detached(),
         }
     }
 }

@@ -16,8 +16,11 @@ use futures_core::Stream;
 use crate::capture::Shared;
 use crate::encoder::{Stored, LIVE_NOTE};
 use crate::log::{self, Batch, HistoryStart, KindCounts, Log, Point};
+use crate::outputs::Slot;
 use crate::pcap::RECORD_HEADER_LEN;
-use crate::{Bpf, Encoder, FlushSchedule, Format, History, Meta, Options, Path, Timestamp};
+use crate::{
+    Bpf, Encoder, FlushSchedule, Format, History, Meta, Options, OutputWatch, Path, Timestamp,
+};
 
 /// Counters of one output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,6 +52,9 @@ pub struct Subscription {
     shared: Arc<Shared>,
     encoder: Encoder,
     attached: bool,
+    /// This output's place among the attached ones; `None` for an output that never
+    /// attached.
+    slot: Option<Arc<Slot>>,
     cursor: u64,
     /// Records per path kind before the cursor, to count losses by the paths kept.
     kinds_to_cursor: KindCounts,
@@ -75,6 +81,10 @@ pub struct Subscription {
     history_floor: Option<Timestamp>,
     /// Without follow, the stream ends here.
     snapshot_end: Option<Point>,
+    /// Without follow, the history's batches, taken at the attach: a snapshot hands out
+    /// exactly what the capture held then, however fast the datapath goes on, and
+    /// lets each go once handed out.
+    pinned: VecDeque<Batch>,
     /// Records of the history this output was to hand out, as counted at its attach.
     history_len: u64,
     /// Whether the first live record still needs its comment (pcapng with history).
@@ -125,7 +135,9 @@ impl Subscription {
     pub(crate) fn attached(shared: Arc<Shared>, options: Options, attach: Attach) -> Subscription {
         let follow = options.get_follow();
         let asks_history = options.get_history() != History::None;
+        let slot = shared.outputs.register(attach.start.at.seq);
         let mut subscription = Subscription::ended(shared, options);
+        subscription.slot = Some(slot);
         subscription.attached = true;
         subscription.ended = false;
         subscription.cursor = attach.start.at.seq;
@@ -141,6 +153,9 @@ impl Subscription {
             .filter(|batch| batch.first_seq < attach.live.seq)
             .map(|batch| subscription.count_history(batch))
             .sum();
+        if !follow {
+            subscription.pinned = attach.history.into();
+        }
         subscription
     }
 
@@ -178,6 +193,7 @@ impl Subscription {
             shared,
             encoder: Encoder::new(options),
             attached: false,
+            slot: None,
             cursor: 0,
             kinds_to_cursor: [0; Path::KINDS],
             header_sent: false,
@@ -195,6 +211,7 @@ impl Subscription {
             live_start: 0,
             history_floor: None,
             snapshot_end: None,
+            pinned: VecDeque::new(),
             history_len: 0,
             live_note_due: false,
         }
@@ -222,6 +239,29 @@ impl Subscription {
     /// handed out.
     pub fn history_len(&self) -> u64 {
         self.history_len
+    }
+
+    /// Whether this output was detached for being stalled (see [`OutputWatch`]): its
+    /// stream has ended, without what it had not handed out yet.
+    pub fn is_evicted(&self) -> bool {
+        self.slot.as_ref().is_some_and(|slot| slot.is_evicted())
+    }
+
+    /// A handle on this output's attachment, for a writer to notice an eviction while a
+    /// write is pending, or to detach the output when the write stalls.
+    pub fn watch(&self) -> OutputWatch {
+        OutputWatch::new(Arc::clone(&self.shared), self.slot.clone())
+    }
+
+    /// Counts the records this output has lost so far, also those it has not reached
+    /// because its writer is stalled, and returns its whole count of drops.
+    pub fn count_lost(&mut self) -> u64 {
+        let shared = Arc::clone(&self.shared);
+        let log = shared.lock_log();
+        self.catch_up(&log);
+        drop(log);
+        self.note_progress();
+        self.stats.dropped
     }
 
     /// Polls for bytes with timed hand-out; `now` is the caller's clock. Each call looks
@@ -260,6 +300,13 @@ impl Subscription {
 
     fn poll_with(&mut self, cx: &mut Context<'_>, take: Take) -> Poll<Option<Bytes>> {
         loop {
+            if self.is_evicted() && !self.ended {
+                // What it held back is stale: let the backlog have its batches again.
+                self.ready.clear();
+                self.pinned.clear();
+                self.header_sent = true;
+                self.ended = true;
+            }
             if let Some(bytes) = self.next_ready() {
                 return Poll::Ready(Some(bytes));
             }
@@ -335,6 +382,7 @@ impl Subscription {
                 log.batches_from(self.cursor, &mut self.batches);
             }
         }
+        hand_out_at_most(&mut self.batches, shared.batch_bytes);
         if self.batches.is_empty() {
             // Records the rings could not take, after the last batch: a gap that no
             // batch follows yet.
@@ -344,6 +392,7 @@ impl Subscription {
         }
         let ended = log.closed && self.cursor >= log.end_seq() && log.pending_bytes() == 0;
         drop(log);
+        self.note_progress();
         if let Take::DueAt(now) = take {
             self.last_look = Some(now);
             let interval = self.encoder.options().get_flush_interval();
@@ -376,21 +425,30 @@ impl Subscription {
         Pulled::Data
     }
 
-    /// Everything a snapshot hands out was sealed when it attached: no look at the
-    /// rings, no waiting; it ends at its attach point.
+    /// Everything a snapshot hands out was sealed and taken when it attached: no lock,
+    /// no look at the rings, no waiting; it ends at its attach point.
     fn pull_snapshot(&mut self, end: Point) -> Pulled {
-        let shared = Arc::clone(&self.shared);
-        let log = shared.lock_log();
-        self.catch_up(&log);
-        log.batches_from(self.cursor, &mut self.batches);
-        drop(log);
-        self.batches.retain(|batch| batch.first_seq < end.seq);
+        let mut taken = 0;
+        while let Some(batch) = self.pinned.front() {
+            if batch.first_seq >= end.seq {
+                self.pinned.clear();
+                break;
+            }
+            // About a batch at a time, as live pulls hand out.
+            taken += batch.data.len();
+            if taken > self.shared.batch_bytes && !self.batches.is_empty() {
+                break;
+            }
+            self.batches.extend(self.pinned.pop_front());
+        }
         if self.batches.is_empty() {
             // What the rings could not take before the attach.
             self.skip_to(end.seq, &end.kinds);
+            self.note_progress();
             return Pulled::End;
         }
         self.encode_batches();
+        self.note_progress();
         Pulled::Data
     }
 
@@ -534,11 +592,39 @@ impl Subscription {
         }
     }
 
-    fn detach(&mut self) {
-        if std::mem::take(&mut self.attached) {
-            self.shared.detach();
+    /// Tells the registry how far this output has read.
+    fn note_progress(&self) {
+        if let Some(slot) = &self.slot {
+            slot.set_cursor(self.cursor);
         }
     }
+
+    fn detach(&mut self) {
+        if std::mem::take(&mut self.attached) {
+            // An evicted output's count was taken over when it was evicted.
+            if self.slot.as_ref().is_none_or(|slot| slot.detach()) {
+                self.shared.detach();
+            }
+            if let Some(slot) = self.slot.take() {
+                self.shared.outputs.remove(&slot);
+            }
+        }
+    }
+}
+
+/// Keeps the first batches of `batches` up to about `bytes` (at least one): what an
+/// output holds unsent is bounded so, and a writer that stops pulling pins no more than
+/// that of the backlog's memory. The rest stays in the backlog for the next pull.
+fn hand_out_at_most(batches: &mut Vec<Batch>, bytes: usize) {
+    let mut taken = 0;
+    let keep = batches
+        .iter()
+        .take_while(|batch| {
+            taken += batch.data.len();
+            taken <= bytes
+        })
+        .count();
+    batches.truncate(keep.max(1));
 }
 
 impl Stream for Subscription {

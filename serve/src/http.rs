@@ -22,6 +22,7 @@ use hyper::{Request, Response, StatusCode};
 use pcapcast_core::endpoint::{self, Peer, Policy, Verdict};
 use pcapcast_core::{Capture, Error, Subscription};
 
+use crate::stall::{OnStall, Stalling, WatchCell, STALL_LIMIT};
 use crate::{Listener, Runtime, Timed};
 
 /// Serves a capture over HTTP/1.1 on a listener of its own: `POST
@@ -34,17 +35,26 @@ pub struct HttpServer<R: Runtime> {
     token: Option<String>,
     hosts: Vec<String>,
     header_timeout: Duration,
+    stall_limit: Duration,
     runtime: PhantomData<R>,
 }
 
+/// hyper's buffer for a connection's reads and writes. Small, because a reader that
+/// stops reading leaves it full, and what it holds pins the capture's batches: hyper
+/// then takes no more of the body until the socket drains (its default is about
+/// 400 KiB). Request headers must fit in it as well.
+const MAX_BUF: usize = 32 << 10;
+
 impl<R: Runtime> HttpServer<R> {
-    /// A server for `capture`, with no token and a 10 s limit for request headers.
+    /// A server for `capture`, with no token, a 10 s limit for request headers and a
+    /// [`STALL_LIMIT`] of 30 s for readers that stop reading.
     pub fn new(capture: Capture) -> HttpServer<R> {
         HttpServer {
             capture,
             token: None,
             hosts: Vec::new(),
             header_timeout: Duration::from_secs(10),
+            stall_limit: STALL_LIMIT,
             runtime: PhantomData,
         }
     }
@@ -64,6 +74,14 @@ impl<R: Runtime> HttpServer<R> {
     /// How long a client may take to send its request headers.
     pub fn header_timeout(mut self, timeout: Duration) -> HttpServer<R> {
         self.header_timeout = timeout;
+        self
+    }
+
+    /// How long a write to a reader may make no progress while its output lags (it has
+    /// lost records) before the output is detached, with a warning, and counted in
+    /// [`CaptureStats::stalled_detached`](pcapcast_core::CaptureStats::stalled_detached).
+    pub fn stall_limit(mut self, limit: Duration) -> HttpServer<R> {
+        self.stall_limit = limit;
         self
     }
 
@@ -96,12 +114,16 @@ impl<R: Runtime> HttpServer<R> {
                     continue;
                 }
             };
-            let service = service.for_peer(peer.clone());
+            let watch = WatchCell::default();
+            let service = service.for_peer(peer.clone(), Arc::clone(&watch));
+            let stream =
+                Stalling::<R, _>::new(stream, watch, self.stall_limit, OnStall::DetachIfLagging);
             let timeout = self.header_timeout;
             runtime.spawn(async move {
                 let served = http1::Builder::new()
                     .timer(R::Timer::default())
                     .header_read_timeout(timeout)
+                    .max_buf_size(MAX_BUF)
                     .serve_connection(stream, service)
                     .await;
                 if let Err(e) = served {
@@ -118,7 +140,9 @@ impl<R: Runtime> HttpServer<R> {
 /// statuses and attach/detach logs) on whatever path the host routes to it; the host's
 /// own middleware (TLS, authentication) decides who reaches it. The peer named in the
 /// logs is a [`Peer`] or a [`SocketAddr`] the host put in the request's extensions
-/// (axum users: see `ConnectInfo`), else unknown.
+/// (axum users: see `ConnectInfo`), else unknown. Mounted, an output evicted at the
+/// output limit ends its body when the host's server next polls it; the stall limit and
+/// the small write buffer of [`HttpServer`] are the host server's to set.
 ///
 /// # Examples
 ///
@@ -137,6 +161,8 @@ impl<R: Runtime> HttpServer<R> {
 pub struct CaptureService<R: Runtime> {
     shared: Arc<Shared>,
     peer: Option<Peer>,
+    /// Where the connection's I/O learns of the output it streams (own listener only).
+    watch: Option<WatchCell>,
     runtime: PhantomData<R>,
 }
 
@@ -145,6 +171,7 @@ impl<R: Runtime> Clone for CaptureService<R> {
         CaptureService {
             shared: Arc::clone(&self.shared),
             peer: self.peer.clone(),
+            watch: self.watch.clone(),
             runtime: PhantomData,
         }
     }
@@ -171,13 +198,15 @@ impl<R: Runtime> CaptureService<R> {
         CaptureService {
             shared: Arc::new(Shared { capture, policy }),
             peer: None,
+            watch: None,
             runtime: PhantomData,
         }
     }
 
-    fn for_peer(&self, peer: Peer) -> CaptureService<R> {
+    fn for_peer(&self, peer: Peer, watch: WatchCell) -> CaptureService<R> {
         CaptureService {
             peer: Some(peer),
+            watch: Some(watch),
             ..self.clone()
         }
     }
@@ -213,6 +242,9 @@ impl<R: Runtime> CaptureService<R> {
             Ok(subscription) => {
                 tracing::info!(%peer, options = %endpoint::to_query(&options), "capture attached");
                 let history = subscription.history_len();
+                if let Some(watch) = &self.watch {
+                    *crate::lock(watch) = Some(subscription.watch());
+                }
                 let body = CaptureBody::new(subscription, peer);
                 let mut response = Response::new(Either::Left(body));
                 let headers = response.headers_mut();

@@ -37,6 +37,7 @@ mod pcap_over_ip;
 mod push;
 mod runtime;
 mod socket;
+mod stall;
 mod timed;
 mod wait;
 mod write;
@@ -47,16 +48,25 @@ pub use pcap_over_ip::{serve_pcap_over_ip, serve_pcap_over_ip_with};
 pub use push::{Push, PushStats, FIRST_RETRY, MAX_RETRY};
 pub use runtime::{Runtime, StdStream};
 pub use socket::Socket;
+pub use stall::STALL_LIMIT;
 pub use timed::Timed;
 pub use write::stream_to;
 
 #[doc(hidden)]
 pub use pcapcast_core;
 
+/// Locks a mutex that no panic can leave half-written (it holds one handle), so a
+/// poisoned lock is still usable.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Names the shared layer's types for one runtime and writes its `stream_to`, as a glue
 /// crate exports them: `runtime_glue!(Smol, futures_lite::AsyncWrite, FuturesIo::new)`
 /// gives `HttpServer` (= `HttpServer<Smol>`), `CaptureService`, `CaptureBody`,
-/// `Listener`, `Timed`, `Push`, `PushStats`, and `stream_to` over the runtime's own
+/// `Listener`, `Timed`, `Push`, `PushStats`, `STALL_LIMIT`, and `stream_to` over the runtime's own
 /// writer trait, wrapped into hyper's I/O traits by the third argument.
 #[macro_export]
 macro_rules! runtime_glue {
@@ -74,7 +84,7 @@ macro_rules! runtime_glue {
         pub type Timed = $crate::Timed<$runtime>;
         /// A push to a PCAP-over-IP collector that listens (the daemon connects out).
         pub type Push = $crate::Push<$runtime>;
-        pub use $crate::PushStats;
+        pub use $crate::{PushStats, STALL_LIMIT};
 
         /// Writes one output into `writer` until the capture closes, flushed on the
         /// core's schedule; then flushes and shuts it down.

@@ -13,10 +13,13 @@ use pcapcast_core::pcap::FILE_HEADER_LEN;
 use pcapcast_core::{Capture, Encoder, Options};
 
 use crate::outbox::Outbox;
+use crate::stall::STALL_LIMIT;
 use crate::{Runtime, Timed};
 
+mod losses;
 mod session;
 
+use losses::LossWarnings;
 use session::Session;
 
 /// The first wait before reconnecting; it doubles after each failed attempt.
@@ -78,7 +81,11 @@ impl PushStats {
 /// Every connection begins with a file header. When the collector goes away the push
 /// keeps its output attached: records logged meanwhile wait in the capture's backlog
 /// and go out once it is back, and what the backlog cannot hold is lost and counted
-/// ([`PushStats::lost`], and a warning with the count at each reconnect). It retries
+/// ([`PushStats::lost`], and a warning with the count at each reconnect). While
+/// connected, losses are warned about at most every few seconds and at least that often
+/// while they go on (a stalled collector); a write that makes no progress for the stall
+/// limit ([`Push::stall_limit`], 30 s by default) ends the connection, and the push
+/// reconnects. TCP keepalive is on, so a collector whose host vanished is noticed. It retries
 /// after [`FIRST_RETRY`], doubling the wait after each failed attempt up to
 /// [`MAX_RETRY`]; a connection that lasted `MAX_RETRY` or more starts that over.
 /// Dropping the future stops it; so does [`Capture::close`], once what the backlog
@@ -107,6 +114,7 @@ pub struct Push<R: Runtime> {
     options: Options,
     first_retry: Duration,
     max_retry: Duration,
+    stall_limit: Duration,
     stats: PushStats,
     runtime: R,
 }
@@ -120,6 +128,7 @@ impl<R: Runtime> Push<R> {
             options: Options::default(),
             first_retry: FIRST_RETRY,
             max_retry: MAX_RETRY,
+            stall_limit: STALL_LIMIT,
             stats: PushStats::default(),
             runtime: R::default(),
         }
@@ -139,6 +148,13 @@ impl<R: Runtime> Push<R> {
         self
     }
 
+    /// How long a write to the collector may make no progress (a collector that stopped
+    /// reading) before the connection is ended and made again; 30 s by default.
+    pub fn stall_limit(mut self, limit: Duration) -> Push<R> {
+        self.stall_limit = limit;
+        self
+    }
+
     /// The push's counters, shared with it.
     pub fn stats(&self) -> PushStats {
         self.stats.clone()
@@ -148,8 +164,8 @@ impl<R: Runtime> Push<R> {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` for pcapng (collectors read classic pcap) or a backoff whose
-    /// first wait is zero or above the longest; the capture's refusal of another output.
+    /// `InvalidInput` for pcapng (collectors read classic pcap), a backoff whose
+    /// first wait is zero or above the longest, or a stall limit of zero; the capture's refusal of another output.
     /// A collector that cannot be reached is not an error: the push keeps trying.
     pub async fn run(self) -> io::Result<()> {
         crate::pcap_over_ip::classic_pcap_only(&self.options)?;
@@ -160,6 +176,12 @@ impl<R: Runtime> Push<R> {
                     "backoff from {:?} to {:?}: the first wait must be above zero and at most the longest",
                     self.first_retry, self.max_retry
                 ),
+            ));
+        }
+        if self.stall_limit.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the stall limit must be above zero",
             ));
         }
         let mut header = BytesMut::new();
@@ -176,6 +198,7 @@ impl<R: Runtime> Push<R> {
             // The subscription's own header: each connection gets a copy of `header`.
             skip: FILE_HEADER_LEN,
             sent: 0,
+            losses: LossWarnings::default(),
         };
         session.run().await
     }

@@ -4,12 +4,14 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use bytes::{Buf, Bytes};
 use hyper::rt::Write;
 use pcapcast_core::{OutputStats, Subscription, WriteError};
 
+use crate::stall::{evicted, OnStall, Stalling, STALL_LIMIT};
 use crate::{Runtime, Timed};
 
 /// Writes one output into `writer` until the capture closes: the file header, then
@@ -22,7 +24,9 @@ use crate::{Runtime, Timed};
 /// # Errors
 ///
 /// A [`WriteError`] when the writer fails; the output is detached, and the capture and
-/// its other outputs go on.
+/// its other outputs go on. So when the output is evicted to make room for a new one
+/// (`ConnectionAborted`), or when a write makes no progress for [`STALL_LIMIT`] while
+/// the output lags (`TimedOut`).
 pub async fn stream_to<R, W>(
     subscription: Subscription,
     writer: W,
@@ -38,7 +42,7 @@ where
 /// waits for records.
 pub(crate) async fn stream_until<R, W, H>(
     subscription: Subscription,
-    mut writer: W,
+    writer: W,
     hang_up: H,
 ) -> Result<OutputStats, WriteError>
 where
@@ -46,6 +50,8 @@ where
     W: Write + Unpin,
     H: Future<Output = io::Error>,
 {
+    let watch = Arc::new(Mutex::new(Some(subscription.watch())));
+    let mut writer = Stalling::<R, W>::new(writer, watch, STALL_LIMIT, OnStall::DetachIfLagging);
     let mut timed = Timed::<R>::new(subscription);
     let mut pieces = VecDeque::new();
     let mut hang_up = pin!(hang_up);
@@ -57,6 +63,9 @@ where
             }
             write_pieces(&mut writer, &mut pieces).await?;
             poll_fn(|cx| Pin::new(&mut writer).poll_flush(cx)).await?;
+        }
+        if timed.subscription().is_evicted() {
+            return Err(evicted());
         }
         poll_fn(|cx| Pin::new(&mut writer).poll_shutdown(cx)).await
     }

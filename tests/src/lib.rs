@@ -34,6 +34,9 @@ pub struct HttpConfig {
     pub token: Option<String>,
     /// Header read timeout (the server's default when `None`).
     pub header_timeout: Option<Duration>,
+    /// How long a write may stall while its output lags (the server's default when
+    /// `None`).
+    pub stall_limit: Option<Duration>,
 }
 
 /// A server running on its own runtime thread; dropping it stops it.
@@ -151,6 +154,22 @@ pub trait Runtime {
         collector: SocketAddr,
         options: Options,
         backoff: (Duration, Duration),
+    ) -> Pushing {
+        Self::push_with_stall_limit(
+            capture,
+            collector,
+            options,
+            backoff,
+            pcapcast_smol::STALL_LIMIT,
+        )
+    }
+    /// [`Runtime::push`] whose connection ends after a write stalled for `stall_limit`.
+    fn push_with_stall_limit(
+        capture: Capture,
+        collector: SocketAddr,
+        options: Options,
+        backoff: (Duration, Duration),
+        stall_limit: Duration,
     ) -> Pushing;
 }
 
@@ -290,6 +309,9 @@ impl Runtime for Smol {
                 if let Some(timeout) = config.header_timeout {
                     server = server.header_timeout(timeout);
                 }
+                if let Some(limit) = config.stall_limit {
+                    server = server.stall_limit(limit);
+                }
                 let serve = async { server.serve(listener).await.expect("serve") };
                 futures_lite::future::or(
                     serve,
@@ -323,15 +345,17 @@ impl Runtime for Smol {
         })
     }
 
-    fn push(
+    fn push_with_stall_limit(
         capture: Capture,
         collector: SocketAddr,
         options: Options,
         (first, max): (Duration, Duration),
+        stall_limit: Duration,
     ) -> Pushing {
         let push = pcapcast_smol::Push::new(capture, collector)
             .options(options)
-            .backoff(first, max);
+            .backoff(first, max)
+            .stall_limit(stall_limit);
         Pushing {
             stats: push.stats(),
             thread: std::thread::spawn(move || smol::block_on(push.run())),
@@ -396,6 +420,9 @@ impl Runtime for Tokio {
                 if let Some(timeout) = config.header_timeout {
                     server = server.header_timeout(timeout);
                 }
+                if let Some(limit) = config.stall_limit {
+                    server = server.stall_limit(limit);
+                }
                 tokio::select! {
                     served = server.serve(listener) => served.expect("serve"),
                     () = stopped(stop, tokio::time::sleep) => {}
@@ -417,15 +444,17 @@ impl Runtime for Tokio {
         })
     }
 
-    fn push(
+    fn push_with_stall_limit(
         capture: Capture,
         collector: SocketAddr,
         options: Options,
         (first, max): (Duration, Duration),
+        stall_limit: Duration,
     ) -> Pushing {
         let push = pcapcast_tokio::Push::new(capture, collector)
             .options(options)
-            .backoff(first, max);
+            .backoff(first, max)
+            .stall_limit(stall_limit);
         let stats: pcapcast_tokio::PushStats = push.stats();
         Pushing {
             stats,

@@ -1,6 +1,7 @@
 //! Hostile clients and failing readers, on both adapters: garbage, oversized and
 //! dribbled headers, bad options, pipelined requests, other users, a thousand readers
-//! that hang up mid-record, 256 outputs at once, and a close while everything streams.
+//! that hang up mid-record, 256 outputs at once, and a close while everything streams;
+//! readers that stall, in `hostile/stalled.rs`.
 
 use std::io::{Read, Write};
 use std::process::Command;
@@ -12,6 +13,9 @@ use pcapcast_core::{Capture, Path};
 use pcapcast_tests::{
     connect, exchange, post, read, temp_dir, wait_until, Endpoint, HttpConfig, Runtime,
 };
+
+#[path = "hostile/stalled.rs"]
+mod stalled;
 
 /// What a hostile request must get.
 #[derive(Debug)]
@@ -465,6 +469,18 @@ macro_rules! hostile {
             #[test]
             fn outputs_256() {
                 pcapcast_tests::checked(|| many_outputs::<$rt>(64));
+            }
+            #[test]
+            fn stalled_256_give_way() {
+                pcapcast_tests::checked(|| {
+                    stalled::a_new_capture_gets_in_past_256_stalled_readers::<$rt>()
+                });
+            }
+            #[test]
+            fn stalled_reader_detached() {
+                pcapcast_tests::checked(|| {
+                    stalled::a_stalled_reader_is_detached_after_the_limit::<$rt>()
+                });
             }
             #[test]
             fn close_while_streaming() {

@@ -5,7 +5,9 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path as FsPath;
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use pcapcast_core::{Capture, Format, Options, Path};
 use pcapcast_tests::{accept_within, read, temp_dir, wait_until, Runtime};
@@ -196,6 +198,88 @@ fn pcapng_is_refused<R: Runtime>() {
     assert!(error.to_string().contains("classic pcap"), "{error}");
 }
 
+/// Everything the tests' pushes log, from all threads (one subscriber for the binary).
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        struct Into(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Into {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Arc::clone(&logs);
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Into(Arc::clone(&sink)))
+            .init();
+        logs
+    })
+}
+
+/// Lines logged so far that name `collector` and contain `text`.
+fn logged(collector: SocketAddr, text: &str) -> usize {
+    let logs = logs().lock().unwrap();
+    String::from_utf8_lossy(&logs)
+        .lines()
+        .filter(|line| line.contains(&collector.to_string()) && line.contains(text))
+        .count()
+}
+
+/// A collector that accepts and never reads, while the datapath logs fast: losses are
+/// counted and warned about while it is still connected, and once no write went
+/// through for the stall limit the push reconnects.
+fn a_collector_that_stops_reading_is_warned_about_and_left<R: Runtime>() {
+    logs();
+    let capture = Capture::builder().backlog_bytes(256 << 10).build();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limit = Duration::from_millis(1500);
+    let backoff = (Duration::from_millis(50), Duration::from_millis(200));
+    let push = R::push_with_stall_limit(capture.clone(), addr, raw(), backoff, limit);
+    let stalled = accept_within(&listener, Duration::from_secs(20)); // kept, never read
+    let stop = Arc::new(AtomicBool::new(false));
+    let datapath = {
+        let (capture, stop) = (capture.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut seq = 0;
+            while !stop.load(Ordering::Relaxed) {
+                log(&capture, seq..seq + 100, 1000);
+                seq += 100;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    let start = Instant::now();
+    let warned_while_connected = wait_until(limit, || {
+        let connected = push.stats.is_connected() && push.stats.connections() == 1;
+        connected && push.stats.lost() > 0 && logged(addr, "records lost while connected") > 0
+    });
+    assert!(
+        warned_while_connected,
+        "lost {} while connected, no warning",
+        push.stats.lost()
+    );
+    let again = accept_within(&listener, limit + Duration::from_secs(5));
+    let after = start.elapsed();
+    assert!(
+        after >= limit / 2,
+        "reconnected after {after:?}, before the limit"
+    );
+    assert_eq!(logged(addr, "no write went through"), 1);
+    stop.store(true, Ordering::Relaxed);
+    datapath.join().unwrap();
+    drop((stalled, again, listener));
+    capture.close();
+    push.thread.join().unwrap().unwrap();
+    assert!(push.stats.connections() >= 2);
+}
+
 macro_rules! push_tests {
     ($name:ident, $runtime:ty) => {
         mod $name {
@@ -209,6 +293,12 @@ macro_rules! push_tests {
                     super::a_restarted_collector_gets_a_fresh_stream_and_the_loss_is_counted::<
                         $runtime,
                     >,
+                );
+            }
+            #[test]
+            fn a_collector_that_stops_reading_is_warned_about_and_left() {
+                pcapcast_tests::checked(
+                    super::a_collector_that_stops_reading_is_warned_about_and_left::<$runtime>,
                 );
             }
             #[test]

@@ -124,7 +124,11 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
 
     let mut builder = Capture::builder().retain(args.retain);
     if let Some(bytes) = args.backlog {
-        builder = builder.batch_bytes(bytes / 4).backlog_bytes(bytes);
+        // Batches no bigger than the default: a reader that stops reading pins about
+        // one batch of memory until it leaves.
+        builder = builder
+            .batch_bytes((bytes / 4).min(64 << 10))
+            .backlog_bytes(bytes);
     }
     let capture = builder.build();
     let replayed = match &args.replay {

@@ -4,17 +4,20 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use hyper::rt::{Timer, Write};
 
+use super::losses::{LossWarnings, LOOK_EVERY};
 use super::{Push, CONNECT_TIMEOUT, FIRST_RETRY, LAST_CONNECT_TIMEOUT};
 use crate::hang_up::HangUp;
 use crate::net::duplicate;
 use crate::outbox::Outbox;
-use crate::wait::sleep_until;
+use crate::stall::{evicted, OnStall, Stalling};
+use crate::wait::{sleep_until, Deadline};
 use crate::write::due_or_hang_up;
 use crate::{Runtime, StdStream, Timed};
 
@@ -27,7 +30,14 @@ pub(super) struct Session<'a, R: Runtime> {
     /// Bytes of the subscription's own file header still to skip.
     pub(super) skip: usize,
     pub(super) sent: u64,
+    pub(super) losses: LossWarnings,
 }
+
+/// TCP keepalive on a pushed connection: a collector whose host vanished without a
+/// word is noticed after about a minute of silence, not the kernel's two hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
 
 impl<R: Runtime> Session<'_, R> {
     pub(super) async fn run(&mut self) -> io::Result<()> {
@@ -49,6 +59,10 @@ impl<R: Runtime> Session<'_, R> {
                     let cut = self.outbox.cut(&mut self.sent);
                     counters.cut.fetch_add(cut, Ordering::Relaxed);
                     counters.sent.store(self.sent, Ordering::Relaxed);
+                    if self.timed.subscription().is_evicted() {
+                        tracing::warn!(%collector, "the push's output lagged most and gave way to a new output at the capture's limit; the push ends");
+                        return Err(evicted());
+                    }
                     match ended {
                         Ok(()) => return Ok(()),
                         Err(e) => {
@@ -108,9 +122,16 @@ impl<R: Runtime> Session<'_, R> {
         // client is: then a restarted collector is found at once, even when nothing
         // is logged. One that only shuts down its sending side (`nc -l < /dev/null`)
         // is taken so too, and reconnected to: the price of that.
+        keep_alive(&stream)?;
         let hang_up = HangUp::watch(&self.push.runtime, duplicate(&stream));
         let mut hang_up = pin!(hang_up);
-        let mut io = self.push.runtime.stream(stream)?;
+        let watch = Arc::new(Mutex::new(Some(self.timed.subscription().watch())));
+        let mut io = Stalling::<R, _>::new(
+            self.push.runtime.stream(stream)?,
+            watch,
+            self.push.stall_limit,
+            OnStall::EndConnection,
+        );
         // A first look before anything else: what the backlog lost while the collector
         // was away is counted then, for the reconnect's message.
         let mut ended = match poll_fn(|cx| Poll::Ready(self.timed.poll_due(cx))).await {
@@ -129,9 +150,10 @@ impl<R: Runtime> Session<'_, R> {
             }
             None => tracing::info!(%collector, "PCAP-over-IP collector connected"),
         }
+        self.losses.told(self.push.stats.lost());
         write_all(&mut io, &self.header).await?;
         loop {
-            self.outbox.write_to(&mut io, &mut self.sent).await?;
+            self.write_out(&mut io).await?;
             poll_fn(|cx| Pin::new(&mut io).poll_flush(cx)).await?;
             self.push.stats.0.sent.store(self.sent, Ordering::Relaxed);
             if ended {
@@ -144,7 +166,40 @@ impl<R: Runtime> Session<'_, R> {
                 None => ended = true,
             }
             self.note_drops();
+            let lost = self.push.stats.lost();
+            self.losses.warn_if_due(collector, lost, Instant::now());
         }
+    }
+
+    /// Writes what the outbox holds. While a write waits, looks at what the output
+    /// loses meanwhile and warns about it: a collector that stopped reading is seen
+    /// while it is still connected.
+    async fn write_out<W: Write + Unpin>(&mut self, io: &mut W) -> io::Result<()> {
+        let Session {
+            push,
+            timed,
+            outbox,
+            sent,
+            losses,
+            ..
+        } = self;
+        let counters = &push.stats.0;
+        let mut write = pin!(outbox.write_to(io, sent));
+        let mut look = Deadline::<R::Timer>::new();
+        let mut next = Instant::now() + LOOK_EVERY;
+        poll_fn(|cx| {
+            if let Poll::Ready(written) = write.as_mut().poll(cx) {
+                return Poll::Ready(written);
+            }
+            while look.poll_at(next, cx).is_ready() {
+                let dropped = timed.subscription().count_lost();
+                counters.dropped.store(dropped, Ordering::Relaxed);
+                losses.warn_if_due(push.collector, push.stats.lost(), Instant::now());
+                next = Instant::now() + LOOK_EVERY;
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Queues what the output handed out, and what it has ready besides, without the
@@ -184,6 +239,19 @@ impl<R: Runtime> Session<'_, R> {
     }
 }
 
+/// Turns TCP keepalive on, with [`KEEPALIVE_IDLE`] of silence before the first probe.
+fn keep_alive(stream: &StdStream) -> io::Result<()> {
+    use rustix::net::sockopt;
+    let StdStream::Tcp(tcp) = stream else {
+        return Ok(());
+    };
+    sockopt::set_socket_keepalive(tcp, true)?;
+    sockopt::set_tcp_keepidle(tcp, KEEPALIVE_IDLE)?;
+    sockopt::set_tcp_keepintvl(tcp, KEEPALIVE_INTERVAL)?;
+    sockopt::set_tcp_keepcnt(tcp, KEEPALIVE_PROBES)?;
+    Ok(())
+}
+
 /// Writes all of `bytes`.
 async fn write_all<W: Write + Unpin>(writer: &mut W, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
@@ -194,4 +262,28 @@ async fn write_all<W: Write + Unpin>(writer: &mut W, mut bytes: &[u8]) -> io::Re
         bytes = &bytes[n..];
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+
+    use rustix::net::sockopt;
+
+    use super::*;
+
+    #[test]
+    fn a_pushed_connection_has_keepalive_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert!(!sockopt::socket_keepalive(&tcp).unwrap(), "off by default");
+        let stream = StdStream::Tcp(tcp);
+        keep_alive(&stream).unwrap();
+        let StdStream::Tcp(tcp) = &stream else {
+            unreachable!()
+        };
+        assert!(sockopt::socket_keepalive(tcp).unwrap());
+        assert_eq!(sockopt::tcp_keepidle(tcp).unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(sockopt::tcp_keepcnt(tcp).unwrap(), KEEPALIVE_PROBES);
+    }
 }
