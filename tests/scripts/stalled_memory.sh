@@ -15,7 +15,7 @@ dir=$(mktemp -d)
 trap 'kill "$demo" 2>/dev/null || true; rm -rf "$dir"' EXIT
 
 "$bin" demo -q -o "$dir/replay.pcap" -c 2000 >/dev/null 2>&1
-"$bin" demo -q --runtime "$runtime" --socket "$dir/d.sock" --backlog "$backlog" \
+"$bin" demo -q --runtime "$runtime" --socket "$dir/d.sock" --backlog "$backlog" --retain 0 \
   --replay "$dir/replay.pcap" --speed max >/dev/null 2>&1 &
 demo=$!
 for _ in $(seq 100); do [ -S "$dir/d.sock" ] && break; sleep 0.1; done
