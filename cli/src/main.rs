@@ -28,6 +28,21 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use outcome::Outcome;
 use pcapcast_core::{Format, History, Options, Path};
 
+/// jemalloc, whose background thread gives freed memory back to the system (see
+/// [`return_freed_memory`]): glibc's malloc kept, for good, the memory 256 stalled
+/// readers of the demo had held.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Lets jemalloc purge freed pages from a thread of its own, about 10 s after they
+/// were freed (its default decay), instead of only when the thread that freed them
+/// allocates again: a daemon whose stalled readers left gets its memory back.
+pub fn return_freed_memory() {
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(error = %e, "freed memory stays with the allocator");
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pcapcast",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Resident memory of `pcapcast demo` with N HTTP readers that send the POST and never
-# read: before they come, at its peak while they stall, and after they leave.
+# read: before they come, at its peak while they stall, and 3 s and 20 s after they leave.
 #
 #   cargo build --release -p pcapcast-cli
 #   tests/scripts/stalled_memory.sh [READERS=256] [BACKLOG=1048576] [RUNTIME=smol] [BINARY]
@@ -47,8 +47,12 @@ while time.time() - start < 8:
 for s in clients:
     s.close()
 time.sleep(3)
+soon = rss()
+# jemalloc's background thread gives freed pages back about 10 s after they were freed.
+time.sleep(17)
 after = rss()
-print(f"readers={n} before={before:.1f}MiB peak={peak:.1f}MiB (+{peak - before:.1f}) after={after:.1f}MiB")
+print(f"readers={n} before={before:.1f}MiB peak={peak:.1f}MiB (+{peak - before:.1f}) "
+      f"3s after={soon:.1f}MiB 20s after={after:.1f}MiB (+{after - before:.1f})")
 # Descriptors of the demo: its connections are gone once the outputs are detached.
 print(f"descriptors: before={fds_before} with readers={fds_with} after={fds()}")
 PY

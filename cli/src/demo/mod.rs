@@ -118,6 +118,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     }
     let options = args.format.options()?;
     init_logging(args.quiet);
+    crate::return_freed_memory();
     let socket = args.socket.clone().unwrap_or_else(default_socket);
     prepare_socket_dir(&socket)
         .map_err(|e| format!("cannot create the folder of {}: {e}", socket.display()))?;
