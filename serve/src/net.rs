@@ -20,6 +20,9 @@ use crate::runtime::StdStream;
 use crate::wait::{readable, sleep_until};
 use crate::Runtime;
 
+/// The room for a path in a Unix socket address (`sun_path`), its final NUL included.
+const SUN_PATH_LEN: usize = 108;
+
 /// How long accepting pauses when descriptors or memory run out.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -268,6 +271,14 @@ pub(crate) fn duplicate(stream: &StdStream) -> io::Result<OwnedFd> {
 /// renamed into place. (A umask would do it too, but it is the whole process's, and
 /// other threads create files meanwhile.)
 fn private_bind(path: &FsPath) -> io::Result<UnixListener> {
+    // Bound under a short name and renamed, a longer path would work here but no
+    // client could connect to it.
+    if path.as_os_str().len() >= SUN_PATH_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a Unix socket's path must be shorter than {SUN_PATH_LEN} bytes"),
+        ));
+    }
     check_unix_path(path)?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

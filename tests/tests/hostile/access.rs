@@ -258,3 +258,17 @@ pub(crate) fn tokens_and_authorities_are_checked_exactly<R: Runtime>() {
     capture.close();
     assert_eq!(client.join().unwrap().status, 200, "{}", R::NAME);
 }
+
+#[test]
+fn bind_errors_name_the_path() {
+    let dir = temp_dir("bind-error");
+    let socket = dir.join("missing").join("x.sock");
+    let e = pcapcast_smol::Listener::bind_unix(&socket).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    let message = e.to_string();
+    assert!(message.contains(socket.to_str().unwrap()), "{message}");
+    assert!(
+        message.contains(dir.join("missing").to_str().unwrap()),
+        "{message}"
+    );
+}
