@@ -339,10 +339,12 @@ impl<R: Runtime> Body for CaptureBody<R> {
 impl<R: Runtime> Drop for CaptureBody<R> {
     fn drop(&mut self) {
         let stats = self.timed.subscription().stats();
+        // Handed to hyper, which may not have written it all to the socket yet: named
+        // so, since the body cannot see what the connection took.
         tracing::info!(
             peer = %self.peer,
-            records = stats.records,
-            bytes = stats.bytes,
+            queued_records = stats.records,
+            queued_bytes = stats.bytes,
             dropped = stats.dropped,
             "capture detached"
         );
