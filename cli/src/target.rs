@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// A capture endpoint to connect to.
@@ -77,22 +77,38 @@ pub fn default_socket() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
         return PathBuf::from(dir).join("pcapcast.sock");
     }
-    let uid = rustix::process::getuid().as_raw();
-    std::env::temp_dir()
-        .join(format!("pcapcast-{uid}"))
-        .join("pcapcast.sock")
+    own_socket_dir().join("pcapcast.sock")
 }
 
-/// Makes the folder of a socket, private to this user when it is ours to make.
-pub fn prepare_socket_dir(socket: &std::path::Path) -> std::io::Result<()> {
+/// `/tmp/pcapcast-UID`: the one folder pcapcast makes for a socket, this user's own.
+fn own_socket_dir() -> PathBuf {
+    let uid = rustix::process::getuid().as_raw();
+    std::env::temp_dir().join(format!("pcapcast-{uid}"))
+}
+
+/// Checks that the folder of `socket` exists. Only the default socket's own folder
+/// (`/tmp/pcapcast-UID`) is made when missing, mode 0700; any other missing folder is
+/// an error that names it, since a daemon running as root must not create folders
+/// wherever a path points.
+pub fn prepare_socket_dir(socket: &Path) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
-    match socket.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir),
-        _ => Ok(()),
+    let dir = match socket.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => return Ok(()),
+    };
+    if dir.is_dir() {
+        return Ok(());
     }
+    if dir != own_socket_dir() {
+        return Err(format!(
+            "the folder {} of the socket does not exist: create it, or choose another --socket",
+            dir.display()
+        ));
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create the folder {}: {e}", dir.display()))
 }
 
 #[cfg(test)]

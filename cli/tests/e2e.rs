@@ -11,6 +11,8 @@ use pcapcast_tests::{read, temp_dir, wait_until};
 // In a folder of its own: a file beside this one would be a test target of its own.
 #[path = "e2e/merged.rs"]
 mod merged;
+#[path = "e2e/socket_dir.rs"]
+mod socket_dir;
 use merged::{
     a_merged_capture_outlives_a_daemon, the_demo_pushes_to_a_collector,
     two_demos_merge_in_time_order,

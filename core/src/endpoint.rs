@@ -3,8 +3,9 @@
 //! [`Policy::decide`] and only carry out the answer.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
+use crate::access::TcpAccess;
 use crate::{Bpf, Error, Format, History, Options, Path, TsResolution};
 
 /// The path of the capture endpoint.
@@ -24,6 +25,9 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// The query string, without the `?`.
     pub query: Option<&'a str>,
+    /// The authority of an absolute-form target (`POST http://HOST/capture`), which
+    /// must name this server as the Host header must.
+    pub authority: Option<&'a str>,
     /// The `Host` header, if exactly one was sent.
     pub host: Option<&'a str>,
     /// The `Authorization` header, if exactly one was sent.
@@ -107,15 +111,9 @@ impl Verdict {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
-    tcp: Option<TcpPolicy>,
+    tcp: Option<TcpAccess>,
     /// Mounted in a host's router, which chose the path already.
     any_path: bool,
-}
-
-#[derive(Clone, Debug)]
-struct TcpPolicy {
-    token: Option<String>,
-    hosts: Vec<String>,
 }
 
 impl Policy {
@@ -137,8 +135,9 @@ impl Policy {
     }
 
     /// TCP on `local`: requests must name a loopback host, `local`'s address or one of
-    /// `hosts` in their Host header (against DNS rebinding), and carry
-    /// `Authorization: Bearer TOKEN` when a token is set.
+    /// `hosts` in their Host header and in an absolute-form target's authority (against
+    /// DNS rebinding), and carry `Authorization: Bearer TOKEN` (exactly so) when a token
+    /// is set.
     ///
     /// # Errors
     ///
@@ -157,28 +156,29 @@ impl Policy {
             hosts.push(local.ip().to_string());
         }
         Ok(Policy {
-            tcp: Some(TcpPolicy { token, hosts }),
+            tcp: Some(TcpAccess { token, hosts }),
             any_path: false,
         })
     }
 
-    /// Decides what to answer to `request`. Checks come in this order: Host (403),
-    /// token (401), path (404), method (405), body (400), options (400).
+    /// Decides what to answer to `request`. Checks come in this order: Host and
+    /// authority (403), token (401), path (404), method (405), body (400), options (400).
     pub fn decide(&self, request: &Request<'_>) -> Verdict {
         if let Some(tcp) = &self.tcp {
-            if !tcp.host_allowed(request.host) {
+            if !request.host.is_some_and(|host| tcp.host_allowed(host)) {
                 return Verdict::refuse(
                     403,
                     "the Host header must name this server (localhost, a loopback address or a configured name)",
                 );
             }
-            if let Some(token) = &tcp.token {
-                if !request
-                    .authorization
-                    .is_some_and(|a| bearer_matches(a, token))
-                {
-                    return Verdict::refuse(401, "a capture needs `Authorization: Bearer TOKEN`");
-                }
+            if !request.authority.is_none_or(|host| tcp.host_allowed(host)) {
+                return Verdict::refuse(
+                    403,
+                    "the request target's authority must name this server (localhost, a loopback address or a configured name)",
+                );
+            }
+            if !tcp.authorized(request.authorization) {
+                return Verdict::refuse(401, "a capture needs `Authorization: Bearer TOKEN`");
             }
         }
         if !self.any_path && request.path != CAPTURE_PATH {
@@ -207,53 +207,6 @@ impl Policy {
             Err(e) => Verdict::refuse(400, e.to_string()),
         }
     }
-}
-
-impl TcpPolicy {
-    fn host_allowed(&self, host: Option<&str>) -> bool {
-        let Some(host) = host else { return false };
-        let name = strip_port(host);
-        if name.eq_ignore_ascii_case("localhost") {
-            return true;
-        }
-        let literal = name.trim_start_matches('[').trim_end_matches(']');
-        if literal.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
-            return true;
-        }
-        self.hosts
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(literal) || h.eq_ignore_ascii_case(name))
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        // [v6]:port
-        return match rest.find(']') {
-            Some(end) => &host[..end + 2],
-            None => host,
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            name
-        }
-        _ => host,
-    }
-}
-
-/// Compares without stopping at the first difference, so that timing tells nothing of
-/// the token.
-fn bearer_matches(authorization: &str, token: &str) -> bool {
-    let Some(given) = authorization.strip_prefix("Bearer ") else {
-        return false;
-    };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for (i, &byte) in b.iter().enumerate() {
-        diff |= usize::from(byte ^ a.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
 }
 
 /// Parses capture options from a query string: `format=pcap|pcapng|raw|tailscale`,
@@ -582,6 +535,31 @@ mod tests {
             ..named
         };
         assert_eq!(status(guarded.decide(&right)), 200);
+        let two_spaces = Request {
+            authorization: Some("Bearer  s3cret"),
+            ..named
+        };
+        assert_eq!(status(guarded.decide(&two_spaces)), 401);
+    }
+
+    #[test]
+    fn an_absolute_target_must_name_this_server_too() {
+        let loopback: SocketAddr = "127.0.0.1:57012".parse().unwrap();
+        let open = Policy::tcp(loopback, None, vec![]).unwrap();
+        let evil = Request {
+            authority: Some("evil.example"),
+            ..post("")
+        };
+        let Verdict::Refuse { status, reason } = open.decide(&evil) else {
+            panic!("an evil authority got a capture");
+        };
+        assert_eq!(status, 403);
+        assert!(reason.contains("authority"), "{reason}");
+        let local = Request {
+            authority: Some("127.0.0.1:57012"),
+            ..post("")
+        };
+        assert_eq!(self::status(open.decide(&local)), 200);
     }
 
     #[test]

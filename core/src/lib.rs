@@ -57,8 +57,10 @@
 //! assert_eq!(&file[24 + 16..24 + 16 + 8], &[1, 0, 0, 4, 100, 64, 0, 9]);
 //! ```
 
+mod access;
 pub mod bpf;
 mod capture;
+pub mod delivered;
 pub mod disco;
 mod encoder;
 pub mod endpoint;
@@ -73,6 +75,7 @@ mod outputs;
 mod path;
 pub mod pcap;
 pub mod pcapng;
+pub mod refusals;
 mod ring;
 mod signal;
 mod subscription;

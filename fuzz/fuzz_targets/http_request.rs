@@ -16,11 +16,13 @@ fuzz_target!(|data: &[u8]| {
     let query = next();
     let host = next();
     let authorization = next();
+    let authority = next();
     let has_body = data.first().is_some_and(|b| b & 1 == 1);
     let request = Request {
         method,
         path,
         query,
+        authority,
         host,
         authorization,
         has_body,

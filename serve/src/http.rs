@@ -6,20 +6,21 @@ use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::{Either, Full};
 use hyper::header::{
-    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE,
-    HOST, TRANSFER_ENCODING,
+    HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH,
+    CONTENT_TYPE, HOST, TRANSFER_ENCODING,
 };
 use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode};
 use pcapcast_core::endpoint::{self, Peer, Policy, Verdict};
+use pcapcast_core::refusals::RefusalLog;
 use pcapcast_core::{Capture, Error, Subscription};
 
 use crate::stall::{OnStall, Stalling, WatchCell, STALL_LIMIT};
@@ -181,6 +182,7 @@ impl<R: Runtime> Clone for CaptureService<R> {
 struct Shared {
     capture: Capture,
     policy: Policy,
+    refusals: Mutex<RefusalLog>,
 }
 
 /// The body of a capture response: the stream, or a refusal's one line.
@@ -196,7 +198,11 @@ impl<R: Runtime> CaptureService<R> {
     /// The endpoint for `capture` under `policy`.
     pub fn with_policy(capture: Capture, policy: Policy) -> CaptureService<R> {
         CaptureService {
-            shared: Arc::new(Shared { capture, policy }),
+            shared: Arc::new(Shared {
+                capture,
+                policy,
+                refusals: Mutex::new(RefusalLog::default()),
+            }),
             peer: None,
             watch: None,
             runtime: PhantomData,
@@ -227,6 +233,7 @@ impl<R: Runtime> CaptureService<R> {
             method: request.method().as_str(),
             path: request.uri().path(),
             query: request.uri().query(),
+            authority: request.uri().authority().map(|a| a.as_str()),
             host: single(headers, HOST),
             authorization: single(headers, AUTHORIZATION),
             has_body,
@@ -234,8 +241,15 @@ impl<R: Runtime> CaptureService<R> {
         let options = match self.shared.policy.decide(&asked) {
             Verdict::Capture(options) => options,
             Verdict::Refuse { status, reason } => {
-                tracing::warn!(%peer, status, %reason, "capture refused");
-                return refusal(status, &reason);
+                self.log_refusal(&peer, status, &reason);
+                let mut response = refusal(status, &reason);
+                if matches!(status, 401 | 403) {
+                    // Whoever guesses tokens or hosts gets one guess per connection:
+                    // pipelined requests behind it are never read.
+                    let close = HeaderValue::from_static("close");
+                    response.headers_mut().insert(CONNECTION, close);
+                }
+                return response;
             }
         };
         match self.shared.capture.try_subscribe(options.clone()) {
@@ -257,10 +271,24 @@ impl<R: Runtime> CaptureService<R> {
                 response
             }
             Err(e @ (Error::TooManyOutputs { .. } | Error::Closed)) => {
-                tracing::warn!(%peer, error = %e, "capture refused");
+                self.log_refusal(&peer, 503, &e.to_string());
                 refusal(503, &e.to_string())
             }
             Err(e) => refusal(500, &e.to_string()),
+        }
+    }
+
+    /// One WARN line for the first refusal, then at most one per
+    /// [`REFUSAL_LOG_INTERVAL`](pcapcast_core::refusals::REFUSAL_LOG_INTERVAL), with the
+    /// count since the previous line: a flood of guesses must not flood the log.
+    fn log_refusal(&self, peer: &Peer, status: u16, reason: &str) {
+        let mut refusals = self
+            .shared
+            .refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(refused) = refusals.refused(Instant::now()) {
+            tracing::warn!(%peer, status, %reason, refused, "capture refused");
         }
     }
 }
@@ -347,10 +375,12 @@ impl<R: Runtime> Body for CaptureBody<R> {
 impl<R: Runtime> Drop for CaptureBody<R> {
     fn drop(&mut self) {
         let stats = self.timed.subscription().stats();
+        // Handed to hyper, which may not have written it all to the socket yet: named
+        // so, since the body cannot see what the connection took.
         tracing::info!(
             peer = %self.peer,
-            records = stats.records,
-            bytes = stats.bytes,
+            queued_records = stats.records,
+            queued_bytes = stats.bytes,
             dropped = stats.dropped,
             "capture detached"
         );

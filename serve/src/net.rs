@@ -1,20 +1,27 @@
-//! Listeners for the capture endpoints: a Unix socket only its owner can open, or TCP;
-//! accepting that rides out the errors a retry can cure.
+//! Listeners for the capture endpoints: a Unix socket only its owner can open and only
+//! its owner (or root, or users allowed) may talk to, or TCP; accepting that rides out
+//! the errors a retry can cure.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path as FsPath, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pcapcast_core::endpoint::Peer;
+use pcapcast_core::refusals::RefusalLog;
 use rustix::io::Errno;
 
 use crate::runtime::StdStream;
 use crate::wait::{readable, sleep_until};
 use crate::Runtime;
+
+/// The room for a path in a Unix socket address (`sun_path`), its final NUL included.
+const SUN_PATH_LEN: usize = 108;
 
 /// How long accepting pauses when descriptors or memory run out.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -25,6 +32,9 @@ pub struct Listener<R: Runtime> {
     socket: Socket,
     readiness: R::Readiness,
     runtime: R,
+    /// Unix peers accepted besides this process's user and root.
+    allowed_uids: Vec<u32>,
+    refusals: Mutex<RefusalLog>,
 }
 
 #[derive(Debug)]
@@ -36,28 +46,37 @@ enum Socket {
 
 impl<R: Runtime> Listener<R> {
     /// Listens on a Unix socket at `path` that only this user can open (mode 0600). The
-    /// socket is made under a temporary name, restricted, then renamed into place, so
-    /// that no one can connect before its mode is set. A stale socket left by a dead
-    /// daemon is replaced; a live one, or any other file, is an error.
+    /// socket is bound inside a fresh directory beside `path` that only this user can
+    /// enter (mode 0700), restricted there, then renamed into place: whatever the umask,
+    /// no one else can connect before its mode is set. A stale socket left by a dead
+    /// daemon is replaced; a live one, or any other file, is an error. Connections are
+    /// accepted from this user and root only, unless [`Listener::allow_uids`] says more.
     ///
     /// # Errors
     ///
     /// `AddrInUse` when a daemon already listens there, `AlreadyExists` when `path` is
-    /// not a socket, or the error of bind, chmod or rename.
+    /// not a socket, `NotFound` when its directory does not exist, or the error of
+    /// mkdir, bind, chmod or rename; each message names the path.
     pub fn bind_unix(path: impl AsRef<FsPath>) -> io::Result<Listener<R>> {
         let path = path.as_ref();
-        check_unix_path(path)?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        let listener = UnixListener::bind(&tmp)?;
-        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = placed {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        let socket = Socket::Unix(listener, path.to_owned());
-        Listener::register(socket)
+        let listener = private_bind(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}: {e}", path.display()),
+            )
+        })?;
+        Listener::register(Socket::Unix(listener, path.to_owned()))
+    }
+
+    /// Also accepts Unix-socket connections from these users. By default only the
+    /// daemon's own user and root may connect, whatever the socket file's mode says; a
+    /// peer refused is closed at once, and refusals are logged at most once per
+    /// [`REFUSAL_LOG_INTERVAL`](pcapcast_core::refusals::REFUSAL_LOG_INTERVAL) with
+    /// their count. TCP listeners ignore it.
+    #[must_use]
+    pub fn allow_uids(mut self, uids: impl IntoIterator<Item = u32>) -> Listener<R> {
+        self.allowed_uids.extend(uids);
+        self
     }
 
     /// Listens on TCP.
@@ -85,6 +104,8 @@ impl<R: Runtime> Listener<R> {
             readiness: runtime.readiness(fd)?,
             socket,
             runtime,
+            allowed_uids: Vec::new(),
+            refusals: Mutex::new(RefusalLog::default()),
         })
     }
 
@@ -126,6 +147,10 @@ impl<R: Runtime> Listener<R> {
                 Socket::Tcp(l) => l.accept().map(|(s, a)| (StdStream::Tcp(s), Peer::Tcp(a))),
             };
             match accepted {
+                Ok((stream, peer)) if !self.uid_allowed(&peer) => {
+                    drop(stream);
+                    self.refuse(&peer);
+                }
                 Ok((stream, peer)) => {
                     set_nonblocking(&stream)?;
                     return Ok((stream, peer));
@@ -178,6 +203,32 @@ impl<R: Runtime> Listener<R> {
         }
     }
 
+    /// Whether a peer may connect: on a Unix socket, one whose uid the system told and
+    /// that is this process's, root's or an allowed one.
+    fn uid_allowed(&self, peer: &Peer) -> bool {
+        match peer {
+            Peer::Unix { uid: Some(uid), .. } => {
+                *uid == 0
+                    || *uid == rustix::process::getuid().as_raw()
+                    || self.allowed_uids.contains(uid)
+            }
+            Peer::Unix { uid: None, .. } => false,
+            Peer::Tcp(_) | Peer::Unknown => true,
+        }
+    }
+
+    /// Logs a refused peer, whose connection was dropped (closed) already.
+    fn refuse(&self, peer: &Peer) {
+        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(refused) = refusals.refused(Instant::now()) {
+            tracing::warn!(
+                %peer,
+                refused,
+                "connection refused: another user (allow it with Listener::allow_uids)"
+            );
+        }
+    }
+
     /// The runtime this listener was registered with.
     pub(crate) fn runtime(&self) -> &R {
         &self.runtime
@@ -213,6 +264,64 @@ pub(crate) fn duplicate(stream: &StdStream) -> io::Result<OwnedFd> {
         StdStream::Unix(s) => s.as_fd().try_clone_to_owned(),
         StdStream::Tcp(s) => s.as_fd().try_clone_to_owned(),
     }
+}
+
+/// Binds a Unix socket at `path` with mode 0600, so that no one else could ever
+/// connect to it: bound and chmodded in a fresh 0700 directory beside `path`, then
+/// renamed into place. (A umask would do it too, but it is the whole process's, and
+/// other threads create files meanwhile.)
+fn private_bind(path: &FsPath) -> io::Result<UnixListener> {
+    // Bound under a short name and renamed, a longer path would work here but no
+    // client could connect to it.
+    if path.as_os_str().len() >= SUN_PATH_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a Unix socket's path must be shorter than {SUN_PATH_LEN} bytes"),
+        ));
+    }
+    check_unix_path(path)?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => FsPath::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("its directory {} does not exist", parent.display()),
+        ));
+    }
+    let dir = private_dir(parent)?;
+    let inner = dir.join("s");
+    let bound = UnixListener::bind(&inner).and_then(|listener| {
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&inner, path)?;
+        Ok(listener)
+    });
+    if bound.is_err() {
+        let _ = std::fs::remove_file(&inner);
+    }
+    let _ = std::fs::remove_dir(&dir);
+    bound
+}
+
+/// Makes a new directory in `parent` that only this user can enter, under a name
+/// nobody can have made first (one that exists is skipped, never reused).
+fn private_dir(parent: &FsPath) -> io::Result<PathBuf> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
+    for _ in 0..16 {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = parent.join(format!(".pcapcast-{}-{nanos:x}-{n}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
 }
 
 /// Refuses to replace a live socket or a file that is not a socket; removes a stale one.

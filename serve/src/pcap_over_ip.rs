@@ -75,9 +75,13 @@ pub async fn serve_pcap_over_ip_with<R: Runtime>(
             }
         };
         runtime.spawn(async move {
-            match stream_until::<R, _, _>(subscription, stream, hang_up).await {
-                Ok(stats) => tracing::info!(%peer, records = stats.records, dropped = stats.dropped, "PCAP-over-IP output ended"),
-                Err(e) => tracing::info!(%peer, records = e.stats.records, dropped = e.stats.dropped, error = %e.source, "PCAP-over-IP output detached"),
+            // What the socket took, not what the output handed out: the rest never
+            // left this process.
+            let (result, delivered) = stream_until::<R, _, _>(subscription, stream, hang_up).await;
+            let (records, bytes) = (delivered.records(), delivered.bytes());
+            match result {
+                Ok(stats) => tracing::info!(%peer, records, bytes, dropped = stats.dropped, "PCAP-over-IP output ended"),
+                Err(e) => tracing::info!(%peer, records, bytes, dropped = e.stats.dropped, error = %e.source, "PCAP-over-IP output detached"),
             }
         });
     }

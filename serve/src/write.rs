@@ -9,6 +9,7 @@ use std::task::Poll;
 
 use bytes::{Buf, Bytes};
 use hyper::rt::Write;
+use pcapcast_core::delivered::Delivered;
 use pcapcast_core::{OutputStats, Subscription, WriteError};
 
 use crate::stall::{evicted, OnStall, Stalling, STALL_LIMIT};
@@ -35,16 +36,19 @@ where
     R: Runtime,
     W: Write + Unpin,
 {
-    stream_until::<R, W, _>(subscription, writer, std::future::pending()).await
+    stream_until::<R, W, _>(subscription, writer, std::future::pending())
+        .await
+        .0
 }
 
 /// [`stream_to`], ended early by `hang_up`'s error if it resolves while the output
-/// waits for records.
+/// waits for records; also says what the writer took, which is less than what the
+/// output handed out when the writer failed part-way.
 pub(crate) async fn stream_until<R, W, H>(
     subscription: Subscription,
     writer: W,
     hang_up: H,
-) -> Result<OutputStats, WriteError>
+) -> (Result<OutputStats, WriteError>, Delivered)
 where
     R: Runtime,
     W: Write + Unpin,
@@ -52,6 +56,7 @@ where
 {
     let watch = Arc::new(Mutex::new(Some(subscription.watch())));
     let mut writer = Stalling::<R, W>::new(writer, watch, STALL_LIMIT, OnStall::DetachIfLagging);
+    let mut delivered = Delivered::new(subscription.options().get_format());
     let mut timed = Timed::<R>::new(subscription);
     let mut pieces = VecDeque::new();
     let mut hang_up = pin!(hang_up);
@@ -61,7 +66,7 @@ where
             while let Some(more) = timed.subscription().next_ready() {
                 pieces.push_back(more);
             }
-            write_pieces(&mut writer, &mut pieces).await?;
+            write_pieces(&mut writer, &mut pieces, &mut delivered).await?;
             poll_fn(|cx| Pin::new(&mut writer).poll_flush(cx)).await?;
         }
         if timed.subscription().is_evicted() {
@@ -71,10 +76,11 @@ where
     }
     .await;
     let stats = timed.subscription().stats();
-    match result {
+    let result = match result {
         Ok(()) => Ok(stats),
         Err(source) => Err(WriteError { stats, source }),
-    }
+    };
+    (result, delivered)
 }
 
 /// The next bytes due, or the hang-up's error. The watch is polled only while nothing
@@ -94,10 +100,12 @@ where
     .await
 }
 
-/// Writes every piece, many per system call.
+/// Writes every piece, many per system call, counting what the writer took in
+/// `delivered`.
 async fn write_pieces<W: Write + Unpin>(
     writer: &mut W,
     pieces: &mut VecDeque<Bytes>,
+    delivered: &mut Delivered,
 ) -> io::Result<()> {
     while !pieces.is_empty() {
         let mut written = write_some(writer, pieces, 0).await?;
@@ -105,12 +113,13 @@ async fn write_pieces<W: Write + Unpin>(
             let Some(front) = pieces.front_mut() else {
                 break;
             };
-            if written >= front.len() {
-                written -= front.len();
+            let taken = written.min(front.len());
+            delivered.written(&front[..taken]);
+            written -= taken;
+            if taken == front.len() {
                 pieces.pop_front();
             } else {
-                front.advance(written);
-                written = 0;
+                front.advance(taken);
             }
         }
     }
@@ -143,4 +152,75 @@ pub(crate) async fn write_some<W: Write + Unpin>(
         return Err(io::ErrorKind::WriteZero.into());
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll};
+
+    use bytes::BytesMut;
+    use pcapcast_core::{Encoder, Format, Options, Path};
+
+    use super::*;
+
+    /// Takes up to `budget` bytes, a few at a time, then fails every write.
+    struct TakesPart {
+        budget: usize,
+    }
+
+    impl Write for TakesPart {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.budget == 0 {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            let n = buf.len().min(self.budget).min(100);
+            self.budget -= n;
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn what_a_writer_did_not_take_is_not_counted_as_delivered() {
+        let encoder = Encoder::new(Options::default());
+        let mut header = BytesMut::new();
+        encoder.put_header(&mut header);
+        let mut batch = BytesMut::new();
+        for _ in 0..1000 {
+            // 48 bytes a record: 16 of header, the path, 30 of packet.
+            encoder.put_record(
+                &mut batch,
+                Path::FromPeer,
+                std::time::UNIX_EPOCH,
+                &[0x45; 30],
+            );
+        }
+        let mut pieces = VecDeque::from([header.freeze(), batch.freeze()]);
+        let mut delivered = Delivered::new(Format::Pcap);
+        let mut writer = TakesPart {
+            budget: 24 + 48 * 3 + 20,
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let result = {
+            let written = pin!(write_pieces(&mut writer, &mut pieces, &mut delivered));
+            let Poll::Ready(result) = written.poll(&mut cx) else {
+                panic!("the writer never waits");
+            };
+            result
+        };
+        assert!(result.is_err());
+        assert_eq!(
+            (delivered.bytes(), delivered.records()),
+            (24 + 48 * 3 + 20, 3)
+        );
+    }
 }

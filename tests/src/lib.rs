@@ -37,6 +37,8 @@ pub struct HttpConfig {
     /// How long a write may stall while its output lags (the server's default when
     /// `None`).
     pub stall_limit: Option<Duration>,
+    /// Users allowed on a Unix socket besides the test's own and root.
+    pub allowed_uids: Vec<u32>,
 }
 
 /// A server running on its own runtime thread; dropping it stops it.
@@ -140,6 +142,9 @@ pub trait Runtime {
     ) -> JoinHandle<Result<OutputStats, WriteError>>;
     /// Serves `capture` over HTTP on `endpoint` (port 0 for any).
     fn serve_http(capture: Capture, endpoint: Endpoint, config: HttpConfig) -> Server;
+    /// Binds the adapter's Unix listener at `path`, then drops it (its socket removed):
+    /// a daemon's start, over and over.
+    fn bind_unix_once(path: &std::path::Path);
     /// Serves `capture` over PCAP-over-IP on `endpoint`.
     fn serve_pcap_over_ip(capture: Capture, endpoint: Endpoint) -> Server {
         Self::serve_pcap_over_ip_with(capture, endpoint, Options::default())
@@ -290,6 +295,10 @@ pub struct Tokio;
 impl Runtime for Smol {
     const NAME: &'static str = "smol";
 
+    fn bind_unix_once(path: &std::path::Path) {
+        drop(pcapcast_smol::Listener::bind_unix(path).expect("bind unix"));
+    }
+
     fn stream(
         subscription: Subscription,
         writer: TestWriter,
@@ -300,7 +309,9 @@ impl Runtime for Smol {
     fn serve_http(capture: Capture, endpoint: Endpoint, config: HttpConfig) -> Server {
         Server::start(move |stop, ready| {
             smol::block_on(async move {
-                let listener = smol_listener(&endpoint).await;
+                let listener = smol_listener(&endpoint)
+                    .await
+                    .allow_uids(config.allowed_uids);
                 ready.send(bound(&endpoint, listener.tcp_addr())).unwrap();
                 let mut server = pcapcast_smol::HttpServer::new(capture);
                 if let Some(token) = config.token {
@@ -399,6 +410,12 @@ async fn tokio_listener(endpoint: &Endpoint) -> pcapcast_tokio::Listener {
 impl Runtime for Tokio {
     const NAME: &'static str = "tokio";
 
+    fn bind_unix_once(path: &std::path::Path) {
+        static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        let _entered = RUNTIME.get_or_init(tokio_runtime).enter();
+        drop(pcapcast_tokio::Listener::bind_unix(path).expect("bind unix"));
+    }
+
     fn stream(
         subscription: Subscription,
         writer: TestWriter,
@@ -411,7 +428,9 @@ impl Runtime for Tokio {
     fn serve_http(capture: Capture, endpoint: Endpoint, config: HttpConfig) -> Server {
         Server::start(move |stop, ready| {
             tokio_runtime().block_on(async move {
-                let listener = tokio_listener(&endpoint).await;
+                let listener = tokio_listener(&endpoint)
+                    .await
+                    .allow_uids(config.allowed_uids);
                 ready.send(bound(&endpoint, listener.tcp_addr())).unwrap();
                 let mut server = pcapcast_tokio::HttpServer::new(capture);
                 if let Some(token) = config.token {

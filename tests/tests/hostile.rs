@@ -1,7 +1,9 @@
 //! Hostile clients and failing readers, on both adapters: garbage, oversized and
-//! dribbled headers, bad options, pipelined requests, other users, a thousand readers
-//! that hang up mid-record, 256 outputs at once, and a close while everything streams;
-//! readers that stall, in `hostile/stalled.rs`.
+//! Hostile clients and failing readers, on both adapters: garbage, oversized and
+//! dribbled headers, bad options, pipelined requests, other users (racing the socket's
+//! creation, or let in by its mode), token guesses, a thousand readers that hang up
+//! mid-record, 256 outputs at once, and a close while everything streams; readers that
+//! stall, in `hostile/stalled.rs`.
 
 use std::io::{Read, Write};
 use std::process::Command;
@@ -14,6 +16,8 @@ use pcapcast_tests::{
     connect, exchange, post, read, temp_dir, wait_until, Endpoint, HttpConfig, Runtime,
 };
 
+#[path = "hostile/access.rs"]
+mod access;
 #[path = "hostile/stalled.rs"]
 mod stalled;
 
@@ -457,6 +461,24 @@ macro_rules! hostile {
             #[test]
             fn other_users_are_refused() {
                 pcapcast_tests::checked(|| another_user_cannot_connect::<$rt>());
+            }
+            #[test]
+            fn the_socket_is_private_while_made() {
+                pcapcast_tests::checked(|| {
+                    access::the_socket_is_never_open_to_others_while_it_is_made::<$rt>()
+                });
+            }
+            #[test]
+            fn the_uid_check_refuses_others() {
+                pcapcast_tests::checked(|| {
+                    access::the_uid_check_refuses_another_user_whatever_the_mode::<$rt>()
+                });
+            }
+            #[test]
+            fn tokens_and_authorities() {
+                pcapcast_tests::checked(|| {
+                    access::tokens_and_authorities_are_checked_exactly::<$rt>()
+                });
             }
             #[test]
             fn thousand_hangups() {

@@ -120,8 +120,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     init_logging(args.quiet);
     crate::return_freed_memory();
     let socket = args.socket.clone().unwrap_or_else(default_socket);
-    prepare_socket_dir(&socket)
-        .map_err(|e| format!("cannot create the folder of {}: {e}", socket.display()))?;
+    prepare_socket_dir(&socket)?;
 
     let mut builder = Capture::builder().retain(args.retain);
     if let Some(bytes) = args.backlog {
@@ -405,13 +404,12 @@ async fn serve_on<R: Runtime>(
     pcap_over_ip: Option<(SocketAddr, Options)>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
-    let bind_error = |what: String, e: std::io::Error| format!("cannot listen on {what}: {e}");
     // PCAP-over-IP first: once the Unix socket exists, both endpoints listen.
     let poip = match pcap_over_ip {
         Some((addr, options)) => match Listener::<R>::bind_tcp(addr).await {
             Ok(listener) => Some((listener, options)),
             Err(e) => {
-                let _ = ready.send(Err(bind_error(format!("tcp:{addr}"), e)));
+                let _ = ready.send(Err(format!("cannot listen on tcp:{addr}: {e}")));
                 return;
             }
         },
@@ -420,7 +418,8 @@ async fn serve_on<R: Runtime>(
     let http = match Listener::<R>::bind_unix(&socket) {
         Ok(listener) => listener,
         Err(e) => {
-            let _ = ready.send(Err(bind_error(format!("unix:{}", socket.display()), e)));
+            // The error names the socket already.
+            let _ = ready.send(Err(e.to_string()));
             return;
         }
     };
