@@ -68,7 +68,8 @@ pub struct DemoArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RETAIN)]
     retain: usize,
     /// Bytes of backlog kept for outputs that lag (default 4 MiB); smaller makes a
-    /// slow reader lose packets sooner.
+    /// slow reader lose packets sooner. The retention (--retain) is kept in the same
+    /// backlog, which is never smaller than it.
     #[arg(long)]
     backlog: Option<usize>,
     /// Rounds of exchanges per second; each round is about a dozen packets.
