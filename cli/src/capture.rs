@@ -122,7 +122,7 @@ impl LiveLine {
         }
     }
 
-    /// [`LiveLine::finish`] with a text of the caller's.
+    /// Ends the live line with `text`, the closing summary.
     pub fn finish_with(&self, text: String) {
         if self.enabled {
             let start = if self.terminal { "\r" } else { "" };
