@@ -16,7 +16,7 @@ struct Input {
 }
 
 fn golden_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
 fn inputs() -> Vec<Input> {
@@ -53,7 +53,7 @@ fn inputs() -> Vec<Input> {
         .collect()
 }
 
-/// The bytes the Go code wrote, from `../shared/golden/`.
+/// The bytes the Go code wrote, from `tests/golden/`.
 fn golden(name: &str) -> Vec<u8> {
     std::fs::read(golden_dir().join(name)).expect(name)
 }

@@ -21,7 +21,7 @@ fn dissector() -> PathBuf {
 
 fn golden(name: &str) -> PathBuf {
     FsPath::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/golden")
+        .join("../core/tests/golden")
         .join(name)
 }
 
