@@ -23,6 +23,7 @@ use pcapcast_core::endpoint::{self, Peer, Policy, Verdict};
 use pcapcast_core::refusals::RefusalLog;
 use pcapcast_core::{Capture, Error, Subscription};
 
+use crate::delivery::{Delivering, DeliveryCell};
 use crate::stall::{OnStall, Stalling, WatchCell, STALL_LIMIT};
 use crate::{Listener, Runtime, Timed};
 
@@ -116,9 +117,11 @@ impl<R: Runtime> HttpServer<R> {
                 }
             };
             let watch = WatchCell::default();
-            let service = service.for_peer(peer.clone(), Arc::clone(&watch));
+            let delivery = DeliveryCell::default();
+            let service = service.for_peer(peer.clone(), Arc::clone(&watch), Arc::clone(&delivery));
             let stream =
                 Stalling::<R, _>::new(stream, watch, self.stall_limit, OnStall::DetachIfLagging);
+            let stream = Delivering::new(stream, Arc::clone(&delivery));
             let timeout = self.header_timeout;
             runtime.spawn(async move {
                 let served = http1::Builder::new()
@@ -129,6 +132,15 @@ impl<R: Runtime> HttpServer<R> {
                     .await;
                 if let Err(e) = served {
                     tracing::debug!(%peer, error = %e, "connection ended");
+                }
+                if let Some(delivered) = crate::lock(&delivery).delivered() {
+                    // What the socket took; the reader may not have read all of it.
+                    tracing::info!(
+                        %peer,
+                        records = delivered.records(),
+                        bytes = delivered.bytes(),
+                        "capture delivered"
+                    );
                 }
             });
         }
@@ -164,6 +176,9 @@ pub struct CaptureService<R: Runtime> {
     peer: Option<Peer>,
     /// Where the connection's I/O learns of the output it streams (own listener only).
     watch: Option<WatchCell>,
+    /// Where the connection's writes learn the capture's format, to count what they
+    /// deliver (own listener only).
+    delivery: Option<DeliveryCell>,
     runtime: PhantomData<R>,
 }
 
@@ -173,6 +188,7 @@ impl<R: Runtime> Clone for CaptureService<R> {
             shared: Arc::clone(&self.shared),
             peer: self.peer.clone(),
             watch: self.watch.clone(),
+            delivery: self.delivery.clone(),
             runtime: PhantomData,
         }
     }
@@ -205,14 +221,16 @@ impl<R: Runtime> CaptureService<R> {
             }),
             peer: None,
             watch: None,
+            delivery: None,
             runtime: PhantomData,
         }
     }
 
-    fn for_peer(&self, peer: Peer, watch: WatchCell) -> CaptureService<R> {
+    fn for_peer(&self, peer: Peer, watch: WatchCell, delivery: DeliveryCell) -> CaptureService<R> {
         CaptureService {
             peer: Some(peer),
             watch: Some(watch),
+            delivery: Some(delivery),
             ..self.clone()
         }
     }
@@ -258,6 +276,9 @@ impl<R: Runtime> CaptureService<R> {
                 let history = subscription.history_len();
                 if let Some(watch) = &self.watch {
                     *crate::lock(watch) = Some(subscription.watch());
+                }
+                if let Some(delivery) = &self.delivery {
+                    crate::lock(delivery).attached(options.get_format());
                 }
                 let body = CaptureBody::new(subscription, peer);
                 let mut response = Response::new(Either::Left(body));

@@ -29,6 +29,7 @@
 //! }
 //! ```
 
+mod delivery;
 mod hang_up;
 mod http;
 mod net;
