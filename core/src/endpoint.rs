@@ -134,6 +134,31 @@ impl Policy {
         }
     }
 
+    /// [`Policy::mounted`] with checks of its own, for a daemon that mounts the endpoint
+    /// where other clients reach it (a server on `0.0.0.0`): with a `token`, requests
+    /// must carry `Authorization: Bearer TOKEN`; with `hosts`, their Host header and an
+    /// absolute-form target must name a loopback host or one of them. Neither given:
+    /// [`Policy::mounted`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pcapcast_core::endpoint::{Policy, Request, Verdict};
+    ///
+    /// let policy = Policy::mounted_with(Some("s3cret".into()), vec!["daemon.lan".into()]);
+    /// let asked = |authorization| Request { method: "POST", path: "/debug/capture",
+    ///     host: Some("daemon.lan:8080"), authorization, ..Request::default() };
+    /// assert!(matches!(policy.decide(&asked(Some("Bearer s3cret"))), Verdict::Capture(_)));
+    /// assert!(matches!(policy.decide(&asked(None)), Verdict::Refuse { status: 401, .. }));
+    /// ```
+    pub fn mounted_with(token: Option<String>, hosts: Vec<String>) -> Policy {
+        let checks = token.is_some() || !hosts.is_empty();
+        Policy {
+            tcp: checks.then_some(TcpAccess { token, hosts }),
+            any_path: true,
+        }
+    }
+
     /// TCP on `local`: requests must name a loopback host, `local`'s address or one of
     /// `hosts` in their Host header and in an absolute-form target's authority (against
     /// DNS rebinding), and carry `Authorization: Bearer TOKEN` (exactly so) when a token

@@ -29,6 +29,7 @@
 //! }
 //! ```
 
+mod body;
 mod delivery;
 mod hang_up;
 mod http;
@@ -37,17 +38,20 @@ mod outbox;
 mod pcap_over_ip;
 mod push;
 mod runtime;
+mod service;
 mod socket;
 mod stall;
 mod timed;
 mod wait;
 mod write;
 
-pub use http::{CaptureBody, CaptureService, HttpServer, ResponseBody};
+pub use body::CaptureBody;
+pub use http::HttpServer;
 pub use net::Listener;
 pub use pcap_over_ip::{serve_pcap_over_ip, serve_pcap_over_ip_with};
 pub use push::{Push, PushStats, FIRST_RETRY, MAX_RETRY};
 pub use runtime::{Runtime, StdStream};
+pub use service::{CaptureService, PeerFrom, ResponseBody};
 pub use socket::Socket;
 pub use stall::STALL_LIMIT;
 pub use timed::Timed;
@@ -55,6 +59,10 @@ pub use write::stream_to;
 
 #[doc(hidden)]
 pub use pcapcast_core;
+
+/// The `tracing` target of the HTTP endpoint's attach, detach and refusal lines, the
+/// same from the server, the service and the body, so that a filter names one place.
+const LOG_TARGET: &str = "pcapcast_serve::http";
 
 /// Locks a mutex that no panic can leave half-written (it holds one handle), so a
 /// poisoned lock is still usable.
@@ -68,7 +76,10 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// crate exports them: `runtime_glue!(Smol, futures_lite::AsyncWrite, FuturesIo::new)`
 /// gives `HttpServer` (= `HttpServer<Smol>`), `CaptureService`, `CaptureBody`,
 /// `Listener`, `Timed`, `Push`, `PushStats`, `STALL_LIMIT`, and `stream_to` over the runtime's own
-/// writer trait, wrapped into hyper's I/O traits by the third argument.
+/// writer trait, wrapped into hyper's I/O traits by the third argument; and re-exports
+/// the core's names a daemon reaches for (`Capture`, `Builder`, `Options`, `Format`,
+/// `Path`, `Meta`, `Bpf`, `History`, `Error`, ...), so that one `use` of the glue crate
+/// is enough.
 #[macro_export]
 macro_rules! runtime_glue {
     ($runtime:ty, $write:path, $wrap:path) => {
@@ -85,7 +96,14 @@ macro_rules! runtime_glue {
         pub type Timed = $crate::Timed<$runtime>;
         /// A push to a PCAP-over-IP collector that listens (the daemon connects out).
         pub type Push = $crate::Push<$runtime>;
-        pub use $crate::{PushStats, STALL_LIMIT};
+        pub use $crate::pcapcast_core::{
+            self as core, Bpf, Builder, Capture, CaptureStats, Encoder, Error, Format, History,
+            Meta, Options, OutputStats, OutputWatch, Path, Subscription, Timestamp, TsResolution,
+            WriteError,
+        };
+        pub use $crate::{
+            serve_pcap_over_ip, serve_pcap_over_ip_with, PeerFrom, PushStats, STALL_LIMIT,
+        };
 
         /// Writes one output into `writer` until the capture closes, flushed on the
         /// core's schedule; then flushes and shuts it down.

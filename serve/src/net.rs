@@ -57,6 +57,12 @@ impl<R: Runtime> Listener<R> {
     /// `AddrInUse` when a daemon already listens there, `AlreadyExists` when `path` is
     /// not a socket, `NotFound` when its directory does not exist, or the error of
     /// mkdir, bind, chmod or rename; each message names the path.
+    ///
+    /// # Panics
+    ///
+    /// On tokio, outside a tokio runtime: the socket is registered with the runtime's
+    /// reactor at once (tokio panics with "there is no reactor running"). Bind it inside
+    /// `Runtime::block_on` or a task. smol's reactor starts by itself.
     pub fn bind_unix(path: impl AsRef<FsPath>) -> io::Result<Listener<R>> {
         let path = path.as_ref();
         let listener = private_bind(path).map_err(|e| {

@@ -39,10 +39,8 @@
 
 mod runtime;
 
-pub use pcapcast_core::{
-    self as core, Capture, Format, Options, OutputStats, Path, Subscription, WriteError,
-};
-pub use pcapcast_serve::{serve_pcap_over_ip, serve_pcap_over_ip_with};
+// The core's names (`Capture`, `Options`, `Meta`, `Bpf`, `Error`...) come with the glue.
+
 pub use runtime::{Connection, Smol};
 
 pcapcast_serve::runtime_glue!(

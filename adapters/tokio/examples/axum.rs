@@ -14,9 +14,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::Router;
+use pcapcast_tokio::core::endpoint::Peer;
 use pcapcast_tokio::{Capture, CaptureService, Path};
 
 #[tokio::main]
@@ -42,7 +43,11 @@ async fn main() -> std::io::Result<()> {
         }
     });
 
-    let endpoint = CaptureService::new(capture);
+    // Its attach and detach logs name the client, from axum's ConnectInfo.
+    let endpoint = CaptureService::new(capture).peer_from(|extensions| {
+        let info = extensions.get::<ConnectInfo<SocketAddr>>()?;
+        Some(Peer::Tcp(info.0))
+    });
     let app = Router::new()
         .route(
             "/",
@@ -50,20 +55,9 @@ async fn main() -> std::io::Result<()> {
         )
         // `/capture` too, where `pcapcast capture --connect tcp:...` asks.
         .route_service("/debug/capture", endpoint.clone())
-        .route_service("/capture", endpoint)
-        .layer(axum::middleware::map_request(name_the_peer));
+        .route_service("/capture", endpoint);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).await
-}
-
-/// Hands the client's address to the capture service, which names it in its attach and
-/// detach logs (it reads a `SocketAddr` from the request's extensions).
-async fn name_the_peer(
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut request: Request,
-) -> Request {
-    request.extensions_mut().insert(peer);
-    request
 }

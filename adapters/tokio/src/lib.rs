@@ -24,6 +24,20 @@
 //! # });
 //! ```
 //!
+//! The core's names a daemon reaches for come from here too:
+//!
+//! ```
+//! use pcapcast_tokio::{Bpf, Builder, Capture, CaptureStats, Error, Format, History, Meta, Options};
+//!
+//! let capture: Capture = Builder::default().retain(1 << 20).build();
+//! let options = Options::new().format(Format::Pcapng).history(History::All);
+//! let meta = Meta::new().snat("100.64.0.7:1000".parse().unwrap());
+//! let bad: Result<Bpf, Error> = Bpf::from_bytecode("1,6 0 0 0,6 0 0 0");
+//! assert!(bad.is_err());
+//! assert_eq!(capture.stats(), CaptureStats::default());
+//! # let _ = (options, meta);
+//! ```
+//!
 //! Serving the capture on a Unix socket, for `pcapcast capture` or curl:
 //!
 //! ```no_run
@@ -38,10 +52,6 @@
 
 mod runtime;
 
-pub use pcapcast_core::{
-    self as core, Capture, Format, Options, OutputStats, Path, Subscription, WriteError,
-};
-pub use pcapcast_serve::{serve_pcap_over_ip, serve_pcap_over_ip_with};
 pub use runtime::{Connection, Tokio};
 
 pcapcast_serve::runtime_glue!(Tokio, tokio::io::AsyncWrite, hyper_util::rt::TokioIo::new);
