@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The dissector's source.
-pub const SOURCE: &str = include_str!("../../dissector/pcapcast.lua");
+pub const SOURCE: &str = include_str!("../pcapcast.lua");
 
 /// Wireshark's personal plugin folder.
 pub fn plugin_dir() -> Option<PathBuf> {
