@@ -157,7 +157,7 @@ impl Shared {
         self.adopt_lost_unringed(&mut log);
         let collects = self.collects.load(Ordering::Relaxed);
         let readers_drain = std::mem::replace(collects_seen, collects) != collects;
-        if readers_drain && !log.has_room(log.pending_bytes()) {
+        if readers_drain && !self.has_room_for_rings(&log) {
             return false;
         }
         // Bounded, as a reader's collection is, so that a stalled output's backlog
@@ -166,6 +166,13 @@ impl Shared {
         log.collect_up_to(budget);
         *collects_seen = self.collects.load(Ordering::Relaxed);
         true
+    }
+
+    /// Whether what the rings hold fits in the backlog beside what outputs have not
+    /// read yet.
+    fn has_room_for_rings(&self, log: &Log) -> bool {
+        let slowest = self.outputs.slowest_cursor(log.end_seq());
+        log.has_room(log.pending_bytes(), slowest)
     }
 
     /// Drains the rings into the backlog; the caller holds the log's lock.
@@ -646,7 +653,7 @@ impl Capture {
     /// them to the readers otherwise.
     pub fn stats(&self) -> CaptureStats {
         let mut log = self.shared.lock_log();
-        if log.has_room(log.pending_bytes()) {
+        if self.shared.has_room_for_rings(&log) {
             self.shared.collect(&mut log);
         }
         CaptureStats {
