@@ -10,6 +10,7 @@ use crate::log::{lock, try_lock, Log, MAX_STORED_PACKET};
 use crate::outputs::{Outputs, Room};
 use crate::ring::{self, RecordHeader, RingReader, RingWriter};
 use crate::signal::RecordSignal;
+use crate::spare::SpareRing;
 use crate::subscription::Attach;
 use crate::{meta, Error, History, Meta, Options, Path, Subscription, Timestamp};
 
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     /// Rings registered by threads and not yet taken on by the log. A thread takes this
     /// lock once in its life; readers hold it only to move the rings out.
     new_rings: Mutex<Vec<RingReader>>,
+    /// The ring the next thread to log takes, made ahead by a reader.
+    spare_ring: SpareRing,
     /// Records lost because a thread could not reach its ring (while its thread-local
     /// state was torn down), per path kind.
     lost_unringed: [AtomicU64; Path::KINDS],
@@ -132,7 +135,7 @@ impl Shared {
     }
 
     fn register_ring(&self) -> RingWriter {
-        let (writer, reader) = ring::ring(self.hot.id, self.ring_bytes);
+        let (writer, reader) = self.spare_ring.take_or_make(self.hot.id, self.ring_bytes);
         lock(&self.new_rings).push(reader);
         writer
     }
@@ -173,6 +176,12 @@ impl Shared {
     fn has_room_for_rings(&self, log: &Log) -> bool {
         let slowest = self.outputs.slowest_cursor(log.end_seq());
         log.has_room(log.pending_bytes(), slowest)
+    }
+
+    /// Makes the spare ring again if a datapath thread took it; readers call this
+    /// outside the log's lock, where making a ring delays no datapath thread.
+    pub(crate) fn replenish_spare_ring(&self) {
+        self.spare_ring.replenish(self.hot.id, self.ring_bytes);
     }
 
     /// Drains the rings into the backlog; the caller holds the log's lock.
@@ -282,7 +291,13 @@ impl Builder {
     /// has room for them; otherwise it loses the record, counted and shown to every
     /// output as a loss. So a burst is kept whole only if it fits in the ring as well
     /// as in the backlog, when readers drain slower than the datapath logs. Memory:
-    /// the backlog, plus one ring per thread that has logged while someone listened.
+    /// the backlog, plus one ring per thread that has logged while someone listened,
+    /// plus one spare. A thread's ring lives as long as the thread and the capture: the
+    /// next output finds it made and its pages faulted in. Rings are made off the
+    /// datapath: the attach (or, with a retention, the build) makes a spare and writes
+    /// each of its pages; the next thread to log takes it, and a reader makes the next
+    /// spare. The memory goes back when the capture is dropped (a thread's ring also
+    /// when the thread ends).
     ///
     /// # Examples
     ///
@@ -341,7 +356,7 @@ impl Builder {
     pub fn build(self) -> Capture {
         let backlog = self.backlog_bytes.max(2 * self.batch_bytes);
         let retainer = usize::from(self.retain_bytes > 0);
-        Capture {
+        let capture = Capture {
             shared: Arc::new(Shared {
                 hot: CachePadded(Hot {
                     state: AtomicUsize::new(retainer),
@@ -351,6 +366,7 @@ impl Builder {
                 handles: AtomicUsize::new(1),
                 log: Mutex::new(Log::new(self.batch_bytes, backlog, self.retain_bytes)),
                 new_rings: Mutex::new(Vec::new()),
+                spare_ring: SpareRing::default(),
                 lost_unringed: Default::default(),
                 collects: CachePadded(AtomicU64::new(0)),
                 data_event: Event::new(),
@@ -362,7 +378,13 @@ impl Builder {
                 batch_bytes: self.batch_bytes,
                 retainer,
             }),
+        };
+        if retainer == 1 {
+            // The datapath logs from the start: its first thread finds a ring made.
+            let shared = &capture.shared;
+            shared.spare_ring.prepare(shared.hot.id, shared.ring_bytes);
         }
+        capture
     }
 }
 
@@ -382,6 +404,12 @@ pub struct CaptureStats {
     /// Outputs detached for being stalled: made to give way to a new output at the
     /// limit, or detached by their writer's stall limit.
     pub stalled_detached: u64,
+    /// Rings made for datapath threads, the spare made ahead included. A thread keeps
+    /// its ring for the next output: this grows with the threads, not the outputs.
+    pub rings_made: u64,
+    /// Of those, rings a datapath thread made itself, finding no spare made ahead: it
+    /// faults their pages in as it logs.
+    pub rings_made_on_datapath: u64,
 }
 
 impl Default for Capture {
@@ -588,6 +616,11 @@ impl Capture {
                 Err(now) => current = now,
             }
         }
+        // Before the log's lock, which the datapath only tries: threads that log for
+        // the first time take this ring instead of faulting in a fresh one.
+        self.shared
+            .spare_ring
+            .prepare(self.shared.hot.id, self.shared.ring_bytes);
         // Counted first, then placed after everything the rings hold: every record
         // logged after this point is seen, none logged before it but the history it
         // asks for. (What the rings held moves into the backlog at once, where outputs
@@ -662,6 +695,8 @@ impl Capture {
             clamped_times: log.clamped,
             dropped: self.shared.dropped.load(Ordering::Relaxed),
             stalled_detached: self.shared.outputs.stalled_detached(),
+            rings_made: self.shared.spare_ring.made(),
+            rings_made_on_datapath: self.shared.spare_ring.made_on_datapath(),
         }
     }
 }

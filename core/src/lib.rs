@@ -75,6 +75,7 @@ pub mod pcap;
 pub mod pcapng;
 mod ring;
 mod signal;
+mod spare;
 mod subscription;
 pub mod tailscale;
 #[cfg(feature = "smoltcp")]

@@ -213,6 +213,21 @@ pub(crate) fn ring(capture: u64, capacity: usize) -> (RingWriter, RingReader) {
     )
 }
 
+/// [`ring`], with every page of the ring written once, so that the thread that logs
+/// into it never takes a page fault on it: made by a reader, ahead of the datapath.
+pub(crate) fn faulted_in_ring(capture: u64, capacity: usize) -> (RingWriter, RingReader) {
+    let (mut writer, mut reader) = ring(capture, capacity);
+    // Both ends are ours alone until handed out: a whole-ring write and read touches
+    // each page and leaves the ring empty.
+    if let Ok(chunk) = writer.producer.write_chunk(capacity) {
+        chunk.commit_all();
+    }
+    if let Ok(chunk) = reader.consumer.read_chunk(capacity) {
+        chunk.commit_all();
+    }
+    (writer, reader)
+}
+
 thread_local! {
     /// This thread's rings, one per capture it logged into.
     static WRITERS: RefCell<Vec<RingWriter>> = const { RefCell::new(Vec::new()) };
@@ -335,6 +350,21 @@ mod tests {
         let readable = reader.consumer.slots();
         reader.consumer.read_chunk(readable).unwrap().commit_all();
         assert!(reader.is_finished());
+    }
+
+    #[test]
+    fn a_faulted_in_ring_starts_empty_and_takes_a_full_load() {
+        let (mut writer, mut reader) = faulted_in_ring(1, 256);
+        assert!(reader.consumer.is_empty());
+        let header = [0u8; HEADER_LEN];
+        assert!(writer.try_write(&header, &[], &[7; 100]).is_some());
+        assert!(writer.try_write(&header, &[], &[8; 100]).is_some());
+        assert_eq!(writer.try_write(&header, &[], &[9; 100]), None);
+        let chunk = reader.consumer.read_chunk(240).unwrap();
+        let (first, second) = chunk.as_slices();
+        let bytes = [first, second].concat();
+        assert_eq!(&bytes[HEADER_LEN..120], &[7; 100][..]);
+        assert_eq!(&bytes[120 + HEADER_LEN..], &[8; 100][..]);
     }
 
     #[test]

@@ -392,6 +392,7 @@ impl Subscription {
         }
         let ended = log.closed && self.cursor >= log.end_seq() && log.pending_bytes() == 0;
         drop(log);
+        shared.replenish_spare_ring();
         self.note_progress();
         if let Take::DueAt(now) = take {
             self.last_look = Some(now);

@@ -67,3 +67,98 @@ fn a_full_ring_spills_into_a_backlog_whose_batches_were_read() {
     assert_eq!(output.dropped(), 0);
     assert_eq!(numbers(&file), (0..logged).collect::<Vec<_>>());
 }
+
+/// The first thread to log while someone listens takes the ring the attach made and
+/// faulted in: the datapath allocates none.
+#[test]
+fn the_first_thread_logs_into_a_ring_made_at_the_attach() {
+    let capture = Capture::new();
+    assert_eq!(capture.stats().rings_made, 0, "nobody listened yet");
+    let mut output = capture.subscribe(Options::default());
+    assert_eq!(capture.stats().rings_made, 1);
+    log_numbered(&capture, 0);
+    let mut file = read_available(&mut output);
+    assert_eq!(numbers(&file), [0]);
+    let stats = capture.stats();
+    assert_eq!(stats.rings_made_on_datapath, 0);
+    // The reader made the next spare, for a thread that may follow.
+    assert_eq!(stats.rings_made, 2);
+    let capture_in_thread = capture.clone();
+    std::thread::spawn(move || log_numbered(&capture_in_thread, 1))
+        .join()
+        .unwrap();
+    assert_eq!(capture.stats().rings_made_on_datapath, 0);
+    file.extend(read_available(&mut output));
+    assert_eq!(numbers(&file), [0, 1]);
+}
+
+/// Outputs come and go while datapath threads live: each thread keeps its ring, so
+/// rings are made per thread, not per output, and every output gets exactly the
+/// records logged while it was attached, none twice, none lost.
+#[test]
+fn rings_are_reused_across_many_attaches_with_nothing_lost_or_repeated() {
+    use std::sync::{Arc, Barrier};
+    const THREADS: u32 = 4;
+    const CYCLES: u32 = 60;
+    const PER_CYCLE: u32 = 150;
+    let capture = Capture::builder().ring_bytes(512 << 10).build();
+    // Four meetings a cycle: the output is attached; the threads have logged; it is
+    // detached; the threads have logged with nobody listening.
+    let meet = || Arc::new(Barrier::new(THREADS as usize + 1));
+    let (attached, logged, detached, unheard) = (meet(), meet(), meet(), meet());
+    let threads: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let (capture, attached, logged, detached, unheard) = (
+                capture.clone(),
+                Arc::clone(&attached),
+                Arc::clone(&logged),
+                Arc::clone(&detached),
+                Arc::clone(&unheard),
+            );
+            std::thread::spawn(move || {
+                for cycle in 0..CYCLES {
+                    attached.wait();
+                    for i in 0..PER_CYCLE {
+                        log_numbered(&capture, (thread << 24) | (cycle << 12) | i);
+                    }
+                    logged.wait();
+                    detached.wait();
+                    // Logged between outputs: nobody sees these.
+                    log_numbered(&capture, u32::MAX);
+                    unheard.wait();
+                }
+            })
+        })
+        .collect();
+    for cycle in 0..CYCLES {
+        let mut output = capture.subscribe(Options::default());
+        attached.wait();
+        logged.wait();
+        let mut got = numbers(&read_available(&mut output));
+        assert_eq!(output.dropped(), 0, "cycle {cycle}");
+        drop(output);
+        detached.wait();
+        unheard.wait();
+        got.sort_unstable();
+        let mut expected: Vec<u32> = (0..THREADS)
+            .flat_map(|t| (0..PER_CYCLE).map(move |i| (t << 24) | (cycle << 12) | i))
+            .collect();
+        expected.sort_unstable();
+        let missing: Vec<_> = expected.iter().filter(|n| !got.contains(n)).collect();
+        let extra: Vec<_> = got.iter().filter(|n| !expected.contains(n)).collect();
+        assert_eq!(
+            got, expected,
+            "cycle {cycle}: missing {missing:?}, extra {extra:?}"
+        );
+    }
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let stats = capture.stats();
+    // A ring per thread and the spares; without reuse, one per thread and output.
+    assert!(
+        stats.rings_made <= u64::from(THREADS) + 2,
+        "{} rings made",
+        stats.rings_made
+    );
+}
