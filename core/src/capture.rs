@@ -12,6 +12,7 @@ use crate::ring::{self, RecordHeader, RingReader, RingWriter};
 use crate::signal::RecordSignal;
 use crate::spare::SpareRing;
 use crate::subscription::Attach;
+use crate::waiters::RecordWaiters;
 use crate::{meta, Error, History, Meta, Options, Path, Subscription, Timestamp};
 
 /// Bit of `Shared::state` set once the capture is closed; the rest counts outputs.
@@ -43,8 +44,8 @@ pub(crate) struct Shared {
     /// is full tells from
     /// it whether readers are draining at all.
     collects: CachePadded<AtomicU64>,
-    /// Wakes readers waiting for any record.
-    pub(crate) data_event: Event,
+    /// Wakes `Stream` readers waiting for records.
+    pub(crate) record_waiters: RecordWaiters,
     /// Wakes readers when a ring is half full, or the capture closed.
     pub(crate) batch_event: Event,
     pub(crate) dropped: AtomicU64,
@@ -98,7 +99,7 @@ impl Shared {
 
     /// Wakes every output waiting for records, so that an evicted one sees its end.
     pub(crate) fn wake_readers(&self) {
-        self.data_event.notify(usize::MAX);
+        self.record_waiters.wake_all();
         self.batch_event.notify(usize::MAX);
     }
 
@@ -169,6 +170,31 @@ impl Shared {
         log.collect_up_to(budget);
         *collects_seen = self.collects.load(Ordering::Relaxed);
         true
+    }
+
+    /// Appends a record to `writer`'s ring; when it is full, drains the rings if that
+    /// is the datapath's to do, or counts the record lost.
+    #[inline]
+    fn write_or_collect(
+        &self,
+        writer: &mut RingWriter,
+        header: &[u8; ring::HEADER_LEN],
+        meta: &[u8],
+        packet: &[u8],
+        path: Path,
+    ) -> Option<ring::Written> {
+        if let Some(written) = writer.try_write(header, meta, packet) {
+            return Some(written);
+        }
+        // Full: readers did not drain this ring as fast as this thread logs.
+        if self.collect_for_readers(writer.collects_seen()) {
+            if let Some(mut written) = writer.try_write(header, meta, packet) {
+                written.wake_readers = true;
+                return Some(written);
+            }
+        }
+        writer.lose(path);
+        None
     }
 
     /// Whether what the rings hold fits in the backlog beside what outputs have not
@@ -369,7 +395,7 @@ impl Builder {
                 spare_ring: SpareRing::default(),
                 lost_unringed: Default::default(),
                 collects: CachePadded(AtomicU64::new(0)),
-                data_event: Event::new(),
+                record_waiters: RecordWaiters::default(),
                 batch_event: Event::new(),
                 dropped: AtomicU64::new(0),
                 outputs: Outputs::default(),
@@ -511,18 +537,12 @@ impl Capture {
             shared.hot.id,
             || shared.register_ring(),
             |writer| {
-                if let Some(written) = writer.try_write(&header, meta, kept) {
-                    return Some(written);
-                }
-                // Full: readers did not drain this ring as fast as this thread logs.
-                if shared.collect_for_readers(writer.collects_seen()) {
-                    if let Some(mut written) = writer.try_write(&header, meta, kept) {
-                        written.wake_readers = true;
-                        return Some(written);
-                    }
-                }
-                writer.lose(path);
-                None
+                let mut written = shared.write_or_collect(writer, &header, meta, kept, path)?;
+                // Decided here, where the ring is at hand; woken once it is released.
+                written.wake_waiters = shared.signal.after_publish(ts.as_nanos(), || {
+                    writer.unread_bytes() >= shared.batch_bytes
+                });
+                Some(written)
             },
         );
         let written = match written {
@@ -533,8 +553,8 @@ impl Capture {
                 return;
             }
         };
-        if shared.signal.after_publish() {
-            shared.data_event.notify(usize::MAX);
+        if written.wake_waiters {
+            shared.record_waiters.wake_all();
         }
         if written.wake_readers {
             shared.batch_event.notify(usize::MAX);
@@ -677,7 +697,7 @@ impl Capture {
         // What the rings hold stays there for readers to drain at their pace: moved
         // into the backlog at once, a burst bigger than it would be evicted unread.
         self.shared.lock_log().closed = true;
-        self.shared.data_event.notify(usize::MAX);
+        self.shared.record_waiters.wake_all();
         self.shared.batch_event.notify(usize::MAX);
     }
 

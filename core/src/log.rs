@@ -124,6 +124,9 @@ pub(crate) struct Log {
     /// Records collected, and records the rings could not take.
     pub(crate) logged: u64,
     pub(crate) clamped: u64,
+    /// The latest time among the records collected: where a parked reader's deadline
+    /// starts.
+    pub(crate) newest: Timestamp,
 }
 
 /// The batch being filled by a collection; sealed before the collection ends.
@@ -226,6 +229,7 @@ impl Log {
             closed: false,
             logged: 0,
             clamped: 0,
+            newest: Timestamp::MIN,
         }
     }
 
@@ -315,6 +319,7 @@ impl Log {
             batch_bytes,
             logged,
             clamped,
+            newest,
             ..
         } = self;
         let mut chunks: Vec<_> = rings
@@ -365,6 +370,7 @@ impl Log {
             open.append(sealed, *batch_bytes, &header, meta, packet);
             *logged += 1;
             *clamped += u64::from(header.clamped);
+            *newest = (*newest).max(header.ts);
             reading.taken += header.ring_len();
             taken_bytes += header.ring_len();
             reading.look();

@@ -120,6 +120,8 @@ pub(crate) struct Written {
     /// The ring is half full: readers should drain it now rather than at their next
     /// look.
     pub(crate) wake_readers: bool,
+    /// A parked `Stream` reader's deadline passed, or a batch's worth waits for it.
+    pub(crate) wake_waiters: bool,
 }
 
 impl RingWriter {
@@ -150,7 +152,16 @@ impl RingWriter {
         let unread = self.producer.buffer().capacity() - self.producer.slots();
         let wake_readers = unread >= half;
         self.unlooked = if wake_readers { 0 } else { unread };
-        Some(Written { wake_readers })
+        Some(Written {
+            wake_readers,
+            wake_waiters: false,
+        })
+    }
+
+    /// Bytes written and not yet read: a load of the reader's position, for the slow
+    /// path only (a reader is parked).
+    pub(crate) fn unread_bytes(&self) -> usize {
+        self.producer.buffer().capacity() - self.producer.slots()
     }
 
     /// The capture's count of collections when this ring was last found full.
