@@ -80,51 +80,41 @@ mod tests {
     use loom::sync::Arc;
     use loom::thread;
 
-    /// One record, one reader: if the reader's last look misses the record, the
-    /// datapath must be told to wake it.
-    #[test]
-    fn a_reader_never_parks_past_a_record() {
-        loom::model(|| {
+    /// One datapath thread publishes records at `times` (the last at the deadline or
+    /// later) while a reader asks to be woken from `wake_from`: a reader that parks
+    /// without having seen the last record must be woken.
+    fn model_one_datapath(wake_from: u64, times: &'static [u64]) {
+        loom::model(move || {
             let published = Arc::new(AtomicUsize::new(0));
             let signal = Arc::new(RecordSignal::new());
             let datapath = {
                 let (published, signal) = (Arc::clone(&published), Arc::clone(&signal));
                 thread::spawn(move || {
-                    published.store(1, Ordering::Release);
-                    signal.after_publish(1, || false)
+                    times.iter().fold(false, |woken, &when| {
+                        published.fetch_add(1, Ordering::Release);
+                        woken | signal.after_publish(when, || false)
+                    })
                 })
             };
-            signal.before_last_look(0);
-            let parked = published.load(Ordering::Acquire) == 0;
+            signal.before_last_look(wake_from);
+            let parked = published.load(Ordering::Acquire) < times.len();
             let woken = datapath.join().unwrap();
             assert!(!parked || woken, "the reader parked and nobody woke it");
         });
     }
 
-    /// A record before the reader's deadline leaves it parked; one at the deadline,
-    /// published by another thread meanwhile, wakes it.
+    /// One record, one reader: if the reader's last look misses the record, the
+    /// datapath must be told to wake it.
+    #[test]
+    fn a_reader_never_parks_past_a_record() {
+        model_one_datapath(0, &[1]);
+    }
+
+    /// A record before the reader's deadline may leave it parked; one at the
+    /// deadline, published by the same thread after it, wakes it.
     #[test]
     fn a_record_at_the_deadline_wakes_a_reader_that_parked_on_an_earlier_one() {
-        loom::model(|| {
-            let published = Arc::new(AtomicUsize::new(0));
-            let signal = Arc::new(RecordSignal::new());
-            let datapath = {
-                let (published, signal) = (Arc::clone(&published), Arc::clone(&signal));
-                thread::spawn(move || {
-                    published.store(1, Ordering::Release);
-                    let early = signal.after_publish(5, || false);
-                    published.store(2, Ordering::Release);
-                    early | signal.after_publish(10, || false)
-                })
-            };
-            signal.before_last_look(10);
-            let parked = published.load(Ordering::Acquire) < 2;
-            let woken = datapath.join().unwrap();
-            assert!(
-                !parked || woken,
-                "parked past the deadline, and nobody woke it"
-            );
-        });
+        model_one_datapath(10, &[5, 10]);
     }
 
     /// Two datapath threads, each publishing one record: a reader that parks without
