@@ -60,7 +60,10 @@ enum Load {
 }
 
 fn whole_path(size: usize, ring: usize, dir: &FsPath, load: Load) -> Run {
-    let socket = dir.join(format!("whole-{size}-{ring}.sock"));
+    // A socket of its own per run: earlier runs' servers are left serving.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let socket = dir.join(format!("whole-{size}-{ring}-{run}.sock"));
     let file = dir.join(format!("whole-{size}.pcap"));
     // Readers that drain slower than the datapath logs are not waited for: a burst is
     // kept whole if the datapath thread's ring holds it. The backlog is the default

@@ -204,12 +204,6 @@ impl Shared {
         log.has_room(log.pending_bytes(), slowest)
     }
 
-    /// Makes the spare ring again if a datapath thread took it; readers call this
-    /// outside the log's lock, where making a ring delays no datapath thread.
-    pub(crate) fn replenish_spare_ring(&self) {
-        self.spare_ring.replenish(self.hot.id, self.ring_bytes);
-    }
-
     /// Drains the rings into the backlog; the caller holds the log's lock.
     pub(crate) fn collect(&self, log: &mut Log) {
         self.collect_up_to(log, usize::MAX);
@@ -318,11 +312,12 @@ impl Builder {
     /// output as a loss. So a burst is kept whole only if it fits in the ring as well
     /// as in the backlog, when readers drain slower than the datapath logs. Memory:
     /// the backlog, plus one ring per thread that has logged while someone listened,
-    /// plus one spare. A thread's ring lives as long as the thread and the capture: the
-    /// next output finds it made and its pages faulted in. Rings are made off the
-    /// datapath: the attach (or, with a retention, the build) makes a spare and writes
-    /// each of its pages; the next thread to log takes it, and a reader makes the next
-    /// spare. The memory goes back when the capture is dropped (a thread's ring also
+    /// plus at most one spare. A thread's ring lives as long as the thread and the
+    /// capture: the next output finds it made and its pages faulted in. Rings are made
+    /// off the datapath where they can be: the first attach (or, with a retention, the
+    /// build) makes a spare and writes each of its pages, and the first thread to log
+    /// takes it; a later attach makes another only if a thread had to make its own
+    /// since. The memory goes back when the capture is dropped (a thread's ring also
     /// when the thread ends).
     ///
     /// # Examples
@@ -610,6 +605,14 @@ impl Capture {
 
     fn attach(&self, options: Options, limit: usize) -> Result<Subscription, Error> {
         let state = &self.shared.hot.state;
+        if !self.shared.is_closed() {
+            // Before the output counts, so that the datapath logs nothing for it until
+            // the ring is there (the first thread takes it instead of faulting in a
+            // fresh one), and before the log's lock, which the datapath only tries.
+            self.shared
+                .spare_ring
+                .prepare_for_attach(self.shared.hot.id, self.shared.ring_bytes);
+        }
         let mut current = state.load(Ordering::Acquire);
         loop {
             if current & CLOSED != 0 {
@@ -636,11 +639,6 @@ impl Capture {
                 Err(now) => current = now,
             }
         }
-        // Before the log's lock, which the datapath only tries: threads that log for
-        // the first time take this ring instead of faulting in a fresh one.
-        self.shared
-            .spare_ring
-            .prepare(self.shared.hot.id, self.shared.ring_bytes);
         // Counted first, then placed after everything the rings hold: every record
         // logged after this point is seen, none logged before it but the history it
         // asks for. (What the rings held moves into the backlog at once, where outputs

@@ -3,10 +3,12 @@
 //! as it writes (on a fresh ring that was about half the datapath's cost).
 //!
 //! A thread's ring then lives as long as the thread and the capture: outputs that
-//! come and go find it made and faulted in. One spare is kept, made by the first
-//! output's attach (or the build, for a capture that retains history) and again by a
-//! reader after a thread took it, since more threads may follow; its memory goes back
-//! with the capture.
+//! come and go find it made and faulted in. The first output's attach (or the build,
+//! for a capture that retains history) makes a spare; a later attach makes one again
+//! only if a thread had to make its own ring since (more threads log than spares were
+//! made), so a capture holds at most one ring that no thread uses. Not during a
+//! capture: a reader that faults in a ring of hundreds of MiB takes that CPU from the
+//! path. The memory goes back with the capture.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -18,14 +20,14 @@ use crate::ring::{self, RingReader, RingWriter};
 #[derive(Debug, Default)]
 pub(crate) struct SpareRing {
     ring: Mutex<Option<(RingWriter, RingReader)>>,
-    /// A thread took the spare: a reader makes the next one.
+    /// A thread found no spare and made its own ring: the next attach makes a spare.
     wanted: AtomicBool,
     made: AtomicU64,
     made_on_datapath: AtomicU64,
 }
 
 impl SpareRing {
-    /// Makes the spare if there is none; for readers and attaches, never the datapath.
+    /// Makes the spare if there is none; for attaches and builds, never the datapath.
     pub(crate) fn prepare(&self, capture: u64, capacity: usize) {
         if lock(&self.ring).is_some() {
             return;
@@ -39,9 +41,10 @@ impl SpareRing {
         }
     }
 
-    /// Makes the next spare if a thread took the last one: one load when none did.
-    pub(crate) fn replenish(&self, capture: u64, capacity: usize) {
-        if self.wanted.load(Ordering::Relaxed) && self.wanted.swap(false, Ordering::Relaxed) {
+    /// At an attach: makes the spare if no ring was made yet or a thread had to
+    /// make its own since the last one.
+    pub(crate) fn prepare_for_attach(&self, capture: u64, capacity: usize) {
+        if self.made() == 0 || self.wanted.swap(false, Ordering::Relaxed) {
             self.prepare(capture, capacity);
         }
     }
@@ -50,8 +53,8 @@ impl SpareRing {
     /// fresh ring.
     pub(crate) fn take_or_make(&self, capture: u64, capacity: usize) -> (RingWriter, RingReader) {
         let spare = try_lock(&self.ring).and_then(|mut spare| spare.take());
-        self.wanted.store(true, Ordering::Relaxed);
         spare.unwrap_or_else(|| {
+            self.wanted.store(true, Ordering::Relaxed);
             self.made.fetch_add(1, Ordering::Relaxed);
             self.made_on_datapath.fetch_add(1, Ordering::Relaxed);
             ring::ring(capture, capacity)

@@ -413,7 +413,6 @@ impl Subscription {
         let ended = log.closed && self.cursor >= log.end_seq() && log.pending_bytes() == 0;
         self.newest_seen = log.newest;
         drop(log);
-        shared.replenish_spare_ring();
         self.note_progress();
         if let Take::DueAt(now) = take {
             self.last_look = Some(now);
