@@ -2,7 +2,8 @@
 //! `pcapcast capture -o FILE`, against the floor: the same bytes copied through a plain
 //! Unix socket into a file.
 //!
-//! `cargo bench -p pcapcast-cli --bench whole_path`
+//! `cargo bench -p pcapcast-cli --bench whole_path` (`-- --paced [RATE...]`: the
+//! sustained rate, records lost per 5 s trial at 1500 B with the default settings)
 //!
 //! For each size the datapath logs 400 MB of packets as fast as it can, then closes;
 //! the time runs from the first packet until `pcapcast capture` has written the file
@@ -49,13 +50,28 @@ struct Run {
     file_bytes: u64,
 }
 
-fn whole_path(size: usize, ring: usize, dir: &FsPath) -> Run {
-    let socket = dir.join(format!("whole-{size}-{ring}.sock"));
+/// How the datapath logs: as fast as it can, or paced.
+#[derive(Clone, Copy)]
+enum Load {
+    /// 400 MB of packets at once.
+    Flat,
+    /// `rate` packets a second, logged in 1 ms ticks, for `seconds`.
+    Paced { rate: u64, seconds: u64 },
+}
+
+fn whole_path(size: usize, ring: usize, dir: &FsPath, load: Load) -> Run {
+    // A socket of its own per run: earlier runs' servers are left serving.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let socket = dir.join(format!("whole-{size}-{ring}-{run}.sock"));
     let file = dir.join(format!("whole-{size}.pcap"));
     // Readers that drain slower than the datapath logs are not waited for: a burst is
     // kept whole if the datapath thread's ring holds it. The backlog is the default
     // (4 MiB): readers take from the rings no more than it holds.
-    let capture = Capture::builder().ring_bytes(ring).build();
+    let capture = match ring {
+        0 => Capture::new(),
+        ring => Capture::builder().ring_bytes(ring).build(),
+    };
     let server = {
         let capture = capture.clone();
         let socket = socket.clone();
@@ -90,10 +106,16 @@ fn whole_path(size: usize, ring: usize, dir: &FsPath) -> Run {
     }
     let packet = vec![0x45u8; size];
     let start = Instant::now();
-    let packets = (400_000_000 / (size + 18)) as u64;
-    for _ in 0..packets {
-        capture.log_packet(Path::FromPeer, SystemTime::now(), &packet);
-    }
+    let packets = match load {
+        Load::Flat => {
+            let packets = (400_000_000 / (size + 18)) as u64;
+            for _ in 0..packets {
+                capture.log_packet(Path::FromPeer, SystemTime::now(), &packet);
+            }
+            packets
+        }
+        Load::Paced { rate, seconds } => paced(&capture, &packet, rate, seconds),
+    };
     capture.close();
     let status = child.wait().expect("capture ends");
     let seconds = start.elapsed().as_secs_f64();
@@ -110,6 +132,56 @@ fn whole_path(size: usize, ring: usize, dir: &FsPath) -> Run {
         daemon_cpu: cpu_after - cpu_before,
         capture_cpu: children_after - children_before,
         file_bytes,
+    }
+}
+
+/// Logs `rate` packets a second for `seconds`, a millisecond's share at each tick.
+fn paced(capture: &Capture, packet: &[u8], rate: u64, seconds: u64) -> u64 {
+    let start = Instant::now();
+    let ticks = seconds * 1000;
+    let mut logged = 0;
+    for tick in 1..=ticks {
+        let due = rate * tick / 1000;
+        while logged < due {
+            capture.log_packet(Path::FromPeer, SystemTime::now(), packet);
+            logged += 1;
+        }
+        let next = start + Duration::from_millis(tick);
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    logged
+}
+
+/// `--paced`: records lost per 5 s trial at 1500 B with the defaults, at each rate,
+/// and the unpaced chain's rate (a ring that holds everything).
+fn paced_table(dir: &FsPath) {
+    let chain = whole_path(1500, 512 << 20, dir, Load::Flat);
+    let chain_rate = chain.written as f64 / chain.seconds;
+    println!("unpaced chain, 1500 B: {chain_rate:.0} packets/s");
+    println!("| rate | lost per trial (of 3, 5 s each) | rate / unpaced chain |");
+    println!("|---:|---|---:|");
+    let rates: Vec<u64> = std::env::args()
+        .filter_map(|a| a.parse().ok())
+        .filter(|r| *r >= 1000)
+        .collect();
+    let rates = match rates.is_empty() {
+        true => vec![150_000, 200_000, 250_000, 300_000],
+        false => rates,
+    };
+    for rate in rates {
+        let lost: Vec<String> = (0..3)
+            .map(|_| {
+                let run = whole_path(1500, 0, dir, Load::Paced { rate, seconds: 5 });
+                (run.packets - run.written).to_string()
+            })
+            .collect();
+        println!(
+            "| {rate}/s | {} | {:.2} |",
+            lost.join(", "),
+            rate as f64 / chain_rate
+        );
     }
 }
 
@@ -159,6 +231,11 @@ fn main() {
     };
     let dir = base.join(format!("pcapcast-whole-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    if std::env::args().any(|a| a == "--paced") {
+        paced_table(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     println!("| size | ring | logged | written (drops) | whole path | floor, same bytes | ratio | daemon CPU/packet | capture CPU/packet |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (size, ring) in [
@@ -172,7 +249,7 @@ fn main() {
         if !only.is_empty() && !only.contains(&size) {
             continue;
         }
-        let run = whole_path(size, ring, &dir);
+        let run = whole_path(size, ring, &dir, Load::Flat);
         if ring >= 512 << 20 {
             assert_eq!(
                 run.written, run.packets,

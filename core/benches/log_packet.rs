@@ -41,10 +41,14 @@ impl Wake for Unpark {
 }
 
 impl Drainer {
-    /// Drains with plain `Stream` polls under `block_on`: no timer, woken by records.
-    fn start_stream(mut output: Subscription) -> Drainer {
+    /// Drains with plain `Stream` polls under `block_on`: no timer, woken by records;
+    /// on CPU `cpu` if given.
+    fn start_stream(mut output: Subscription, cpu: Option<usize>) -> Drainer {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = thread::spawn(move || {
+            if let Some(cpu) = cpu {
+                pin_to(&[cpu]);
+            }
             let mut bytes = 0u64;
             futures_lite::future::block_on(async {
                 while let Some(b) = output.next().await {
@@ -140,10 +144,39 @@ fn capture_many<const OUTPUTS: usize>(bencher: Bencher, size: usize) {
 #[divan::bench(args = SIZES, threads = [1, 2], sample_count = 100, sample_size = 5000)]
 fn capture_stream(bencher: Bencher, size: usize) {
     let capture = Capture::new();
-    let drainer = Drainer::start_stream(capture.subscribe(Options::default()));
+    let drainer = Drainer::start_stream(capture.subscribe(Options::default()), None);
     measure(bencher, &capture, size, "stream, 1 output");
     capture.close();
     drop(drainer);
+}
+
+/// Pins the calling thread to `cpus`.
+fn pin_to(cpus: &[usize]) {
+    let mut set = rustix::thread::CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu);
+    }
+    if let Err(error) = rustix::thread::sched_setaffinity(None, &set) {
+        eprintln!("could not pin to CPUs {cpus:?}: {error}");
+    }
+}
+
+/// A plain `Stream` reader pinned to the datapath's CPU (0) or to another (1); the
+/// datapath, the bench's thread, is pinned to CPU 0 and unpinned after.
+#[divan::bench(consts = [0, 1], args = [64, 1500], sample_count = 100, sample_size = 5000)]
+fn capture_stream_pinned_reader_cpu<const CPU: usize>(bencher: Bencher, size: usize) {
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    pin_to(&[0]);
+    let capture = Capture::new();
+    let reader = Drainer::start_stream(capture.subscribe(Options::default()), Some(CPU));
+    let case = match CPU {
+        0 => "stream, reader on the datapath's CPU",
+        _ => "stream, reader on another CPU",
+    };
+    measure(bencher, &capture, size, case);
+    capture.close();
+    drop(reader);
+    pin_to(&(0..cpus).collect::<Vec<_>>());
 }
 
 fn drained(bencher: Bencher, outputs: usize, size: usize) {

@@ -10,7 +10,9 @@ use crate::log::{lock, try_lock, Log, MAX_STORED_PACKET};
 use crate::outputs::{Outputs, Room};
 use crate::ring::{self, RecordHeader, RingReader, RingWriter};
 use crate::signal::RecordSignal;
+use crate::spare::SpareRing;
 use crate::subscription::Attach;
+use crate::waiters::RecordWaiters;
 use crate::{meta, Error, History, Meta, Options, Path, Subscription, Timestamp};
 
 /// Bit of `Shared::state` set once the capture is closed; the rest counts outputs.
@@ -33,6 +35,8 @@ pub(crate) struct Shared {
     /// Rings registered by threads and not yet taken on by the log. A thread takes this
     /// lock once in its life; readers hold it only to move the rings out.
     new_rings: Mutex<Vec<RingReader>>,
+    /// The ring the next thread to log takes, made ahead by a reader.
+    spare_ring: SpareRing,
     /// Records lost because a thread could not reach its ring (while its thread-local
     /// state was torn down), per path kind.
     lost_unringed: [AtomicU64; Path::KINDS],
@@ -40,8 +44,8 @@ pub(crate) struct Shared {
     /// is full tells from
     /// it whether readers are draining at all.
     collects: CachePadded<AtomicU64>,
-    /// Wakes readers waiting for any record.
-    pub(crate) data_event: Event,
+    /// Wakes `Stream` readers waiting for records.
+    pub(crate) record_waiters: RecordWaiters,
     /// Wakes readers when a ring is half full, or the capture closed.
     pub(crate) batch_event: Event,
     pub(crate) dropped: AtomicU64,
@@ -95,7 +99,7 @@ impl Shared {
 
     /// Wakes every output waiting for records, so that an evicted one sees its end.
     pub(crate) fn wake_readers(&self) {
-        self.data_event.notify(usize::MAX);
+        self.record_waiters.wake_all();
         self.batch_event.notify(usize::MAX);
     }
 
@@ -132,7 +136,7 @@ impl Shared {
     }
 
     fn register_ring(&self) -> RingWriter {
-        let (writer, reader) = ring::ring(self.hot.id, self.ring_bytes);
+        let (writer, reader) = self.spare_ring.take_or_make(self.hot.id, self.ring_bytes);
         lock(&self.new_rings).push(reader);
         writer
     }
@@ -157,7 +161,7 @@ impl Shared {
         self.adopt_lost_unringed(&mut log);
         let collects = self.collects.load(Ordering::Relaxed);
         let readers_drain = std::mem::replace(collects_seen, collects) != collects;
-        if readers_drain && !log.has_room(log.pending_bytes()) {
+        if readers_drain && !self.has_room_for_rings(&log) {
             return false;
         }
         // Bounded, as a reader's collection is, so that a stalled output's backlog
@@ -166,6 +170,38 @@ impl Shared {
         log.collect_up_to(budget);
         *collects_seen = self.collects.load(Ordering::Relaxed);
         true
+    }
+
+    /// Appends a record to `writer`'s ring; when it is full, drains the rings if that
+    /// is the datapath's to do, or counts the record lost.
+    #[inline]
+    fn write_or_collect(
+        &self,
+        writer: &mut RingWriter,
+        header: &[u8; ring::HEADER_LEN],
+        meta: &[u8],
+        packet: &[u8],
+        path: Path,
+    ) -> Option<ring::Written> {
+        if let Some(written) = writer.try_write(header, meta, packet) {
+            return Some(written);
+        }
+        // Full: readers did not drain this ring as fast as this thread logs.
+        if self.collect_for_readers(writer.collects_seen()) {
+            if let Some(mut written) = writer.try_write(header, meta, packet) {
+                written.wake_readers = true;
+                return Some(written);
+            }
+        }
+        writer.lose(path);
+        None
+    }
+
+    /// Whether what the rings hold fits in the backlog beside what outputs have not
+    /// read yet.
+    fn has_room_for_rings(&self, log: &Log) -> bool {
+        let slowest = self.outputs.slowest_cursor(log.end_seq());
+        log.has_room(log.pending_bytes(), slowest)
     }
 
     /// Drains the rings into the backlog; the caller holds the log's lock.
@@ -275,7 +311,14 @@ impl Builder {
     /// has room for them; otherwise it loses the record, counted and shown to every
     /// output as a loss. So a burst is kept whole only if it fits in the ring as well
     /// as in the backlog, when readers drain slower than the datapath logs. Memory:
-    /// the backlog, plus one ring per thread that has logged while someone listened.
+    /// the backlog, plus one ring per thread that has logged while someone listened,
+    /// plus at most one spare. A thread's ring lives as long as the thread and the
+    /// capture: the next output finds it made and its pages faulted in. Rings are made
+    /// off the datapath where they can be: the first attach (or, with a retention, the
+    /// build) makes a spare and writes each of its pages, and the first thread to log
+    /// takes it; a later attach makes another only if a thread had to make its own
+    /// since. The memory goes back when the capture is dropped (a thread's ring also
+    /// when the thread ends).
     ///
     /// # Examples
     ///
@@ -334,7 +377,7 @@ impl Builder {
     pub fn build(self) -> Capture {
         let backlog = self.backlog_bytes.max(2 * self.batch_bytes);
         let retainer = usize::from(self.retain_bytes > 0);
-        Capture {
+        let capture = Capture {
             shared: Arc::new(Shared {
                 hot: CachePadded(Hot {
                     state: AtomicUsize::new(retainer),
@@ -344,9 +387,10 @@ impl Builder {
                 handles: AtomicUsize::new(1),
                 log: Mutex::new(Log::new(self.batch_bytes, backlog, self.retain_bytes)),
                 new_rings: Mutex::new(Vec::new()),
+                spare_ring: SpareRing::default(),
                 lost_unringed: Default::default(),
                 collects: CachePadded(AtomicU64::new(0)),
-                data_event: Event::new(),
+                record_waiters: RecordWaiters::default(),
                 batch_event: Event::new(),
                 dropped: AtomicU64::new(0),
                 outputs: Outputs::default(),
@@ -355,7 +399,13 @@ impl Builder {
                 batch_bytes: self.batch_bytes,
                 retainer,
             }),
+        };
+        if retainer == 1 {
+            // The datapath logs from the start: its first thread finds a ring made.
+            let shared = &capture.shared;
+            shared.spare_ring.prepare(shared.hot.id, shared.ring_bytes);
         }
+        capture
     }
 }
 
@@ -375,6 +425,12 @@ pub struct CaptureStats {
     /// Outputs detached for being stalled: made to give way to a new output at the
     /// limit, or detached by their writer's stall limit.
     pub stalled_detached: u64,
+    /// Rings made for datapath threads, the spare made ahead included. A thread keeps
+    /// its ring for the next output: this grows with the threads, not the outputs.
+    pub rings_made: u64,
+    /// Of those, rings a datapath thread made itself, finding no spare made ahead: it
+    /// faults their pages in as it logs.
+    pub rings_made_on_datapath: u64,
 }
 
 impl Default for Capture {
@@ -476,18 +532,12 @@ impl Capture {
             shared.hot.id,
             || shared.register_ring(),
             |writer| {
-                if let Some(written) = writer.try_write(&header, meta, kept) {
-                    return Some(written);
-                }
-                // Full: readers did not drain this ring as fast as this thread logs.
-                if shared.collect_for_readers(writer.collects_seen()) {
-                    if let Some(mut written) = writer.try_write(&header, meta, kept) {
-                        written.wake_readers = true;
-                        return Some(written);
-                    }
-                }
-                writer.lose(path);
-                None
+                let mut written = shared.write_or_collect(writer, &header, meta, kept, path)?;
+                // Decided here, where the ring is at hand; woken once it is released.
+                written.wake_waiters = shared.signal.after_publish(ts.as_nanos(), || {
+                    writer.unread_bytes() >= shared.batch_bytes
+                });
+                Some(written)
             },
         );
         let written = match written {
@@ -498,8 +548,8 @@ impl Capture {
                 return;
             }
         };
-        if shared.signal.after_publish() {
-            shared.data_event.notify(usize::MAX);
+        if written.wake_waiters {
+            shared.record_waiters.wake_all();
         }
         if written.wake_readers {
             shared.batch_event.notify(usize::MAX);
@@ -555,6 +605,14 @@ impl Capture {
 
     fn attach(&self, options: Options, limit: usize) -> Result<Subscription, Error> {
         let state = &self.shared.hot.state;
+        if !self.shared.is_closed() {
+            // Before the output counts, so that the datapath logs nothing for it until
+            // the ring is there (the first thread takes it instead of faulting in a
+            // fresh one), and before the log's lock, which the datapath only tries.
+            self.shared
+                .spare_ring
+                .prepare_for_attach(self.shared.hot.id, self.shared.ring_bytes);
+        }
         let mut current = state.load(Ordering::Acquire);
         loop {
             if current & CLOSED != 0 {
@@ -637,7 +695,7 @@ impl Capture {
         // What the rings hold stays there for readers to drain at their pace: moved
         // into the backlog at once, a burst bigger than it would be evicted unread.
         self.shared.lock_log().closed = true;
-        self.shared.data_event.notify(usize::MAX);
+        self.shared.record_waiters.wake_all();
         self.shared.batch_event.notify(usize::MAX);
     }
 
@@ -646,7 +704,7 @@ impl Capture {
     /// them to the readers otherwise.
     pub fn stats(&self) -> CaptureStats {
         let mut log = self.shared.lock_log();
-        if log.has_room(log.pending_bytes()) {
+        if self.shared.has_room_for_rings(&log) {
             self.shared.collect(&mut log);
         }
         CaptureStats {
@@ -655,6 +713,8 @@ impl Capture {
             clamped_times: log.clamped,
             dropped: self.shared.dropped.load(Ordering::Relaxed),
             stalled_detached: self.shared.outputs.stalled_detached(),
+            rings_made: self.shared.spare_ring.made(),
+            rings_made_on_datapath: self.shared.spare_ring.made_on_datapath(),
         }
     }
 }

@@ -78,11 +78,13 @@ pub mod pcapng;
 pub mod refusals;
 mod ring;
 mod signal;
+mod spare;
 mod subscription;
 pub mod tailscale;
 #[cfg(feature = "smoltcp")]
 mod tap;
 mod time;
+mod waiters;
 
 pub use bpf::Bpf;
 pub use capture::{Builder, Capture, CaptureStats};
@@ -95,7 +97,7 @@ pub use options::{Format, Options, DEFAULT_FLUSH_INTERVAL};
 pub use outputs::OutputWatch;
 pub use path::{Direction, Path};
 pub use pcap::TsResolution;
-pub use subscription::{OutputStats, Subscription};
+pub use subscription::{OutputStats, Subscription, STREAM_WAKE_DEADLINE};
 #[cfg(feature = "smoltcp")]
 pub use tap::{RxToken, Tap, TxToken};
 pub use time::Timestamp;

@@ -124,6 +124,9 @@ pub(crate) struct Log {
     /// Records collected, and records the rings could not take.
     pub(crate) logged: u64,
     pub(crate) clamped: u64,
+    /// The latest time among the records collected: where a parked reader's deadline
+    /// starts.
+    pub(crate) newest: Timestamp,
 }
 
 /// The batch being filled by a collection; sealed before the collection ends.
@@ -226,6 +229,7 @@ impl Log {
             closed: false,
             logged: 0,
             clamped: 0,
+            newest: Timestamp::MIN,
         }
     }
 
@@ -244,9 +248,16 @@ impl Log {
         self.sealed.backlog_bytes
     }
 
-    /// Whether `bytes` more fit in the backlog without evicting anything.
-    pub(crate) fn has_room(&self, bytes: usize) -> bool {
-        self.sealed.bytes.saturating_add(bytes) <= self.sealed.backlog_bytes
+    /// Whether `bytes` more fit in the backlog without evicting anything some output
+    /// has still to read. Only bytes after `slowest`, the cursor of the output furthest
+    /// behind, count: batches every output has read are slack (eviction still keeps
+    /// the retention's bytes). `None` (the registry was busy) counts every byte.
+    pub(crate) fn has_room(&self, bytes: usize, slowest: Option<u64>) -> bool {
+        let unread = match slowest {
+            Some(cursor) => self.sealed.unread_bytes(cursor),
+            None => self.sealed.bytes,
+        };
+        unread.saturating_add(bytes) <= self.sealed.backlog_bytes
     }
 
     /// Sequence number after the last record collected.
@@ -308,6 +319,7 @@ impl Log {
             batch_bytes,
             logged,
             clamped,
+            newest,
             ..
         } = self;
         let mut chunks: Vec<_> = rings
@@ -358,6 +370,7 @@ impl Log {
             open.append(sealed, *batch_bytes, &header, meta, packet);
             *logged += 1;
             *clamped += u64::from(header.clamped);
+            *newest = (*newest).max(header.ts);
             reading.taken += header.ring_len();
             taken_bytes += header.ring_len();
             reading.look();
@@ -478,6 +491,12 @@ impl Open {
 }
 
 impl Sealed {
+    /// Bytes of the batches that end after `cursor`.
+    fn unread_bytes(&self, cursor: u64) -> usize {
+        let read = self.queue.partition_point(|b| b.end_seq() <= cursor);
+        self.queue.range(read..).map(|b| b.data.len()).sum()
+    }
+
     fn push(&mut self, batch: Batch) {
         self.end_seq = batch.end_seq();
         self.kinds_to_end = batch.kinds_to_end;
@@ -736,6 +755,27 @@ mod tests {
             })
             .collect();
         assert_eq!(secs, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn only_unread_batches_count_against_the_backlog() {
+        let mut log = Log::new(4096, 8 * 4096, 0);
+        let (mut writer, reader) = ring(1, 1 << 20);
+        log.adopt(&mut vec![reader]);
+        for _ in 0..60 {
+            write(&mut writer, Path::FromPeer, Timestamp::MIN, &[0; 482]);
+        }
+        log.collect();
+        assert!(
+            !log.has_room(4096, Some(0)),
+            "nothing read: the backlog is full"
+        );
+        assert!(
+            !log.has_room(4096, None),
+            "unknown cursors count every byte"
+        );
+        assert!(log.has_room(4096, Some(log.end_seq())), "everything read");
+        assert!(log.has_room(8 * 4096, Some(log.end_seq())));
     }
 
     #[test]

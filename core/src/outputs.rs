@@ -137,6 +137,18 @@ impl Outputs {
         Room::Made
     }
 
+    /// The cursor of the attached output furthest behind, `end` when none is attached;
+    /// `None` when the registry is busy: the datapath asks and never waits.
+    pub(crate) fn slowest_cursor(&self, end: u64) -> Option<u64> {
+        let slots = crate::log::try_lock(&self.slots)?;
+        let slowest = slots
+            .iter()
+            .filter(|s| s.state.load(Ordering::Acquire) == ATTACHED)
+            .map(|s| s.cursor.load(Ordering::Relaxed))
+            .min();
+        Some(slowest.unwrap_or(end))
+    }
+
     pub(crate) fn stalled_detached(&self) -> u64 {
         self.stalled_detached.load(Ordering::Relaxed)
     }

@@ -120,6 +120,8 @@ pub(crate) struct Written {
     /// The ring is half full: readers should drain it now rather than at their next
     /// look.
     pub(crate) wake_readers: bool,
+    /// A parked `Stream` reader's deadline passed, or a batch's worth waits for it.
+    pub(crate) wake_waiters: bool,
 }
 
 impl RingWriter {
@@ -150,7 +152,16 @@ impl RingWriter {
         let unread = self.producer.buffer().capacity() - self.producer.slots();
         let wake_readers = unread >= half;
         self.unlooked = if wake_readers { 0 } else { unread };
-        Some(Written { wake_readers })
+        Some(Written {
+            wake_readers,
+            wake_waiters: false,
+        })
+    }
+
+    /// Bytes written and not yet read: a load of the reader's position, for the slow
+    /// path only (a reader is parked).
+    pub(crate) fn unread_bytes(&self) -> usize {
+        self.producer.buffer().capacity() - self.producer.slots()
     }
 
     /// The capture's count of collections when this ring was last found full.
@@ -211,6 +222,21 @@ pub(crate) fn ring(capture: u64, capacity: usize) -> (RingWriter, RingReader) {
             losses_taken: [0; Path::KINDS],
         },
     )
+}
+
+/// [`ring`], with every page of the ring written once, so that the thread that logs
+/// into it never takes a page fault on it: made by a reader, ahead of the datapath.
+pub(crate) fn faulted_in_ring(capture: u64, capacity: usize) -> (RingWriter, RingReader) {
+    let (mut writer, mut reader) = ring(capture, capacity);
+    // Both ends are ours alone until handed out: a whole-ring write and read touches
+    // each page and leaves the ring empty.
+    if let Ok(chunk) = writer.producer.write_chunk(capacity) {
+        chunk.commit_all();
+    }
+    if let Ok(chunk) = reader.consumer.read_chunk(capacity) {
+        chunk.commit_all();
+    }
+    (writer, reader)
 }
 
 thread_local! {
@@ -335,6 +361,21 @@ mod tests {
         let readable = reader.consumer.slots();
         reader.consumer.read_chunk(readable).unwrap().commit_all();
         assert!(reader.is_finished());
+    }
+
+    #[test]
+    fn a_faulted_in_ring_starts_empty_and_takes_a_full_load() {
+        let (mut writer, mut reader) = faulted_in_ring(1, 256);
+        assert!(reader.consumer.is_empty());
+        let header = [0u8; HEADER_LEN];
+        assert!(writer.try_write(&header, &[], &[7; 100]).is_some());
+        assert!(writer.try_write(&header, &[], &[8; 100]).is_some());
+        assert_eq!(writer.try_write(&header, &[], &[9; 100]), None);
+        let chunk = reader.consumer.read_chunk(240).unwrap();
+        let (first, second) = chunk.as_slices();
+        let bytes = [first, second].concat();
+        assert_eq!(&bytes[HEADER_LEN..120], &[7; 100][..]);
+        assert_eq!(&bytes[120 + HEADER_LEN..], &[8; 100][..]);
     }
 
     #[test]

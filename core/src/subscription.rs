@@ -63,8 +63,14 @@ pub struct Subscription {
     ready: VecDeque<Bytes>,
     scratch: BytesMut,
     batches: Vec<Batch>,
-    /// What this output waits for, and the listener that will tell it.
-    listener: Option<(Awaited, EventListener)>,
+    /// Timed hand-out: the listener that tells of a ring filling up.
+    listener: Option<EventListener>,
+    /// A `Stream` poll that found nothing: the wake-up count when its waker was
+    /// registered.
+    record_wait: Option<u64>,
+    /// The latest record time collected when this output last pulled: a parked
+    /// `Stream` poll is woken by a record [`STREAM_WAKE_DEADLINE`] later than it.
+    newest_seen: Timestamp,
     schedule: FlushSchedule,
     /// With timed hand-out: when this output last looked at the rings, and when it
     /// looks next.
@@ -130,6 +136,11 @@ enum Awaited {
 /// (2 MiB by default) is drained before it is half full at 2 GB/s, so that the datapath
 /// does not have to wake it.
 const BUSY_LOOK: Duration = Duration::from_micros(500);
+
+/// How much later, in the times the datapath passes, than the newest record it had
+/// seen a record must be to wake a parked `Stream` poll (a batch's worth waiting
+/// wakes it sooner): the datapath wakes it about once per burst, not at every park.
+pub const STREAM_WAKE_DEADLINE: Duration = Duration::from_millis(1);
 
 impl Subscription {
     pub(crate) fn attached(shared: Arc<Shared>, options: Options, attach: Attach) -> Subscription {
@@ -202,6 +213,8 @@ impl Subscription {
             scratch: BytesMut::new(),
             batches: Vec::new(),
             listener: None,
+            record_wait: None,
+            newest_seen: Timestamp::MIN,
             schedule,
             last_look: None,
             next_look: None,
@@ -328,23 +341,30 @@ impl Subscription {
                 }
                 Pulled::Nothing(awaited) => awaited,
             };
-            match self.listener.as_mut() {
-                Some((listening, listener)) if *listening == awaited => {
-                    ready!(Pin::new(listener).poll(cx));
-                    self.listener = None;
-                }
-                // Listen first, then look again (the loop), so no wake-up is missed.
-                _ => {
-                    let listener = match awaited {
-                        Awaited::AnyRecord => {
-                            let listener = self.shared.data_event.listen();
-                            self.shared.signal.before_last_look();
-                            listener
-                        }
-                        Awaited::Look => self.shared.batch_event.listen(),
-                    };
-                    self.listener = Some((awaited, listener));
-                }
+            // Listen first, then look again (the loop), so no wake-up is missed.
+            match awaited {
+                Awaited::AnyRecord => match self.record_wait {
+                    Some(seen) if !self.shared.record_waiters.woken_since(seen) => {
+                        // The task's waker may have changed since it registered.
+                        self.shared.record_waiters.register(cx.waker());
+                        return Poll::Pending;
+                    }
+                    Some(_) => self.record_wait = None,
+                    None => {
+                        let seen = self.shared.record_waiters.register(cx.waker());
+                        let deadline = STREAM_WAKE_DEADLINE.as_nanos() as u64;
+                        let wake_from = self.newest_seen.as_nanos().saturating_add(deadline);
+                        self.shared.signal.before_last_look(wake_from);
+                        self.record_wait = Some(seen);
+                    }
+                },
+                Awaited::Look => match self.listener.as_mut() {
+                    Some(listener) => {
+                        ready!(Pin::new(listener).poll(cx));
+                        self.listener = None;
+                    }
+                    None => self.listener = Some(self.shared.batch_event.listen()),
+                },
             }
         }
     }
@@ -391,6 +411,7 @@ impl Subscription {
             self.skip_to(log.end_seq(), &kinds_to_end);
         }
         let ended = log.closed && self.cursor >= log.end_seq() && log.pending_bytes() == 0;
+        self.newest_seen = log.newest;
         drop(log);
         self.note_progress();
         if let Take::DueAt(now) = take {
