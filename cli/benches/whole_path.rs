@@ -8,12 +8,14 @@
 //! the time runs from the first packet until `pcapcast capture` has written the file
 //! and exited. Two runs: with the default 2 MiB ring per datapath thread (the datapath
 //! outruns the path, and the drops are reported), and with a ring that holds everything (no
-//! drops: the rate the path sustains). Files are written to /dev/shm where it exists.
+//! drops: the rate the path sustains). Files are written to /dev/shm where it exists. A
+//! last run writes to /dev/null: its "capture CPU/packet" is the client's own cost
+//! (user + sys of the `pcapcast capture` process), without a file write behind it.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path as FsPath;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use pcapcast_core::{Capture, Path};
@@ -49,9 +51,22 @@ struct Run {
     file_bytes: u64,
 }
 
-fn whole_path(size: usize, ring: usize, dir: &FsPath) -> Run {
-    let socket = dir.join(format!("whole-{size}-{ring}.sock"));
-    let file = dir.join(format!("whole-{size}.pcap"));
+/// Where `pcapcast capture` writes in a run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Into {
+    /// A file in `dir`, counted afterwards.
+    File,
+    /// /dev/null: the client's own cost, without the file write; its count is read from
+    /// the closing line it prints.
+    Null,
+}
+
+fn whole_path(size: usize, ring: usize, dir: &FsPath, into: Into) -> Run {
+    let socket = dir.join(format!("whole-{size}-{ring}-{}.sock", into as u8));
+    let file = match into {
+        Into::File => dir.join(format!("whole-{size}.pcap")),
+        Into::Null => "/dev/null".into(),
+    };
     // Readers that drain slower than the datapath logs are not waited for: a burst is
     // kept whole if the datapath thread's ring holds it. The backlog is the default
     // (4 MiB): readers take from the rings no more than it holds.
@@ -76,10 +91,12 @@ fn whole_path(size: usize, ring: usize, dir: &FsPath) -> Run {
     }
     let (cpu_before, children_before) = cpu_seconds();
     let mut child = Command::new(PCAPCAST)
-        .args(["capture", "-q", "--connect"])
+        .args(["capture", if into == Into::Null { "--stats" } else { "-q" }])
+        .arg("--connect")
         .arg(format!("unix:{}", socket.display()))
         .arg("-o")
         .arg(&file)
+        .stderr(Stdio::piped())
         .spawn()
         .expect("pcapcast capture");
     while capture.num_outputs() == 0 {
@@ -95,14 +112,26 @@ fn whole_path(size: usize, ring: usize, dir: &FsPath) -> Run {
         capture.log_packet(Path::FromPeer, SystemTime::now(), &packet);
     }
     capture.close();
+    let mut said = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut said);
+    }
     let status = child.wait().expect("capture ends");
     let seconds = start.elapsed().as_secs_f64();
-    assert!(status.success());
+    assert!(status.success(), "{said}");
     let (cpu_after, children_after) = cpu_seconds();
     drop(server); // the thread is left serving; the process ends soon
-    let file_bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-    let written = (file_bytes.saturating_sub(24)) / (16 + 2 + size as u64);
-    let _ = std::fs::remove_file(&file);
+    let (written, file_bytes) = match into {
+        Into::File => {
+            let file_bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            let _ = std::fs::remove_file(&file);
+            (
+                (file_bytes.saturating_sub(24)) / (16 + 2 + size as u64),
+                file_bytes,
+            )
+        }
+        Into::Null => closing_counts(&said),
+    };
     Run {
         packets,
         written,
@@ -111,6 +140,22 @@ fn whole_path(size: usize, ring: usize, dir: &FsPath) -> Run {
         capture_cpu: children_after - children_before,
         file_bytes,
     }
+}
+
+/// Packets and bytes from the closing line, "pcapcast: N packets, B bytes, D dropped".
+fn closing_counts(said: &str) -> (u64, u64) {
+    let line = said
+        .lines()
+        .rev()
+        .find(|l| l.contains(" packets"))
+        .unwrap_or("");
+    let number = |unit: &str| {
+        line.split(", ")
+            .find_map(|part| part.trim_start_matches("pcapcast: ").strip_suffix(unit))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {unit} in the closing line {line:?}"))
+    };
+    (number(" packets"), number(" bytes"))
 }
 
 /// The floor: `bytes` bytes through a plain Unix socket into a file.
@@ -161,18 +206,19 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     println!("| size | ring | logged | written (drops) | whole path | floor, same bytes | ratio | daemon CPU/packet | capture CPU/packet |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (size, ring) in [
-        (64usize, 2 << 20),
-        (64, 512 << 20),
-        (1500, 2 << 20),
-        (1500, 512 << 20),
+    for (size, ring, into) in [
+        (64usize, 2 << 20, Into::File),
+        (64, 512 << 20, Into::File),
+        (1500, 2 << 20, Into::File),
+        (1500, 512 << 20, Into::File),
+        (1500, 512 << 20, Into::Null),
     ] {
         // `-- 1500` runs the cases of that size only.
         let only: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
         if !only.is_empty() && !only.contains(&size) {
             continue;
         }
-        let run = whole_path(size, ring, &dir);
+        let run = whole_path(size, ring, &dir, into);
         if ring >= 512 << 20 {
             assert_eq!(
                 run.written, run.packets,
@@ -185,9 +231,12 @@ fn main() {
             .fold(f64::INFINITY, f64::min);
         let pps = run.written as f64 / run.seconds;
         let mbps = run.file_bytes as f64 / run.seconds / 1e6;
+        let ring_text = match into {
+            Into::File => format!("{} MiB", ring >> 20),
+            Into::Null => format!("{} MiB, to /dev/null", ring >> 20),
+        };
         println!(
-            "| {size} B | {} MiB | {} | {} ({}) | {:.0} packets/s, {:.0} MB/s | {:.0} MB/s | {:.2} | {:.0} ns | {:.0} ns |",
-            ring >> 20,
+            "| {size} B | {ring_text} | {} | {} ({}) | {:.0} packets/s, {:.0} MB/s | {:.0} MB/s | {:.2} | {:.0} ns | {:.0} ns |",
             run.packets,
             run.written,
             run.packets - run.written,

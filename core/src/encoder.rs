@@ -156,6 +156,48 @@ impl Encoder {
         self.put_stored(out, &stored, 0)
     }
 
+    /// Appends one record of a packet of which `packet` was kept of `orig_len` bytes,
+    /// at `ts`: a record read back from another output (see
+    /// [`Transcoder`](crate::transcode::Transcoder)). The snaplen cuts it further.
+    /// Returns the bytes appended, none for a path this output does not write.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use pcapcast_core::{Encoder, Meta, Options, Path, Timestamp};
+    ///
+    /// let encoder = Encoder::new(Options::new().snaplen(10)?);
+    /// let mut out = BytesMut::new();
+    /// let ts = Timestamp::new(1, 1_999); // the seed format keeps 1 µs of it
+    /// let n = encoder.put_packet(&mut out, Path::FromPeer, ts, &[0x45; 20], 1500, &Meta::new());
+    /// assert_eq!(n, 16 + 10);
+    /// assert_eq!(&out[4..16], &[1, 0, 0, 0, 10, 0, 0, 0, 0xde, 5, 0, 0]); // µs, incl, orig
+    /// # Ok::<(), pcapcast_core::Error>(())
+    /// ```
+    pub fn put_packet(
+        &self,
+        out: &mut BytesMut,
+        path: Path,
+        ts: Timestamp,
+        packet: &[u8],
+        orig_len: usize,
+        meta: &Meta,
+    ) -> usize {
+        if !self.writes(path) {
+            return 0;
+        }
+        let stored = Stored {
+            path,
+            ts,
+            packet,
+            orig_len,
+            meta,
+            note: None,
+        };
+        self.put_stored(out, &stored, 0)
+    }
+
     /// Whether this output writes records of `path`: a path its options keep, and for
     /// [`Format::RawIp`] only a path that carries IP (a Disco frame or an unnamed
     /// path's payload would read as a malformed IP packet there).

@@ -80,6 +80,7 @@ pub mod tailscale;
 #[cfg(feature = "smoltcp")]
 mod tap;
 mod time;
+pub mod transcode;
 
 pub use bpf::Bpf;
 pub use capture::{Builder, Capture, CaptureStats};
