@@ -1,11 +1,24 @@
-//! Writes a capture stream to its destination in whole units, and counts. When a write
+//! Writes a capture stream to its destination in whole units, and counts. What arrives
+//! is framed in place and written as it is (or, for a classic format read from pcapng,
+//! as it is transcoded), once enough is gathered or on the client's tick. When a write
 //! fails (a full disk), the output is cut back to its last whole record and the counts
 //! say what it holds.
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, IoSlice, Write};
+use std::ops::Range;
 
+use bytes::{Buf, Bytes, BytesMut};
 use pcapcast_core::framer::{Framer, Unit};
+use pcapcast_core::transcode::{Transcoded, Transcoder};
+use pcapcast_core::Options;
+
+/// Bytes gathered before they are written without waiting for the tick: big chunks
+/// are written as they come, small ones a few at a time.
+const WRITE_AT: usize = 128 << 10;
+/// At most this many pieces in one `writev` (Linux takes up to 1024).
+const MAX_PIECES: usize = 512;
 
 /// Whether a recording goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,37 +62,27 @@ impl Output for File {
     }
 }
 
-/// Counts the bytes the output accepted, so that after a failure the recorder knows
-/// where the output's contents end, whatever the buffer had written of them.
-#[derive(Debug)]
-struct Landed<W> {
-    out: W,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Landed<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
 /// Splits the incoming stream into whole units and writes them, so that whatever stops
 /// the recording, the output ends on a whole record.
 #[derive(Debug)]
 pub struct Recorder<W: Output> {
     framer: Framer,
-    out: BufWriter<Landed<W>>,
+    /// Set when the daemon sends pcapng for a classic format written here.
+    transcoder: Option<Transcoder>,
+    out: W,
+    /// Whole units not written yet, in order: slices of the chunks received, and
+    /// transcoded records.
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    /// Where transcoded records are written, then queued.
+    scratch: BytesMut,
+    /// Bytes the output took.
+    landed: u64,
     counts: Counts,
-    /// The counts when each unit written since the last flush ended (`bytes` is where
+    /// The counts when each unit queued since the last write ended (`bytes` is where
     /// it ends in the output): a failed write cuts back to the last one that landed.
     unflushed: Vec<Counts>,
-    /// The counts at the last flush that succeeded: all of it landed.
+    /// The counts when the output last took all that was queued.
     flushed: Counts,
     /// Set once a write failed: nothing more is written.
     failed: bool,
@@ -106,16 +109,30 @@ impl std::fmt::Display for RecordError {
 }
 
 impl<W: Output> Recorder<W> {
-    /// A recorder into `out`, buffered here, that stops after `limit` packets.
+    /// A recorder into `out` that stops after `limit` packets.
     pub fn new(out: W, limit: Option<u64>) -> Recorder<W> {
         Recorder {
             framer: Framer::new(),
-            out: BufWriter::with_capacity(1 << 16, Landed { out, bytes: 0 }),
+            transcoder: None,
+            out,
+            queue: VecDeque::new(),
+            queued: 0,
+            scratch: BytesMut::new(),
+            landed: 0,
             counts: Counts::default(),
             unflushed: Vec::new(),
             flushed: Counts::default(),
             failed: false,
             limit,
+        }
+    }
+
+    /// A recorder that takes the pcapng of [`Transcoder::upstream`] and writes the
+    /// classic format of `options`.
+    pub fn transcoding(out: W, limit: Option<u64>, options: Options) -> Recorder<W> {
+        Recorder {
+            transcoder: Some(Transcoder::new(options)),
+            ..Recorder::new(out, limit)
         }
     }
 
@@ -126,7 +143,7 @@ impl<W: Output> Recorder<W> {
 
     /// The output.
     pub fn output(&self) -> &W {
-        &self.out.get_ref().out
+        &self.out
     }
 
     /// Whether the stream so far ends between units, its file header received: a
@@ -140,13 +157,19 @@ impl<W: Output> Recorder<W> {
         self.framer.buffered()
     }
 
-    /// Takes bytes of the stream and writes the whole units they complete, then flushes.
+    /// Takes a chunk of the stream and queues the whole units it completes; writes
+    /// them once enough is queued (see [`Recorder::tick`] for the rest).
     ///
     /// # Errors
     ///
     /// The output's error, or a stream that is not a capture.
-    pub fn feed(&mut self, data: &[u8]) -> Result<Flow, RecordError> {
-        self.framer.push(data);
+    pub fn feed(&mut self, chunk: Bytes) -> Result<Flow, RecordError> {
+        self.refuse_after_failure()?;
+        let whole = chunk.as_ptr_range();
+        let whole = whole.start as usize..whole.end as usize;
+        self.framer.push_bytes(chunk.clone());
+        // Units that lie in the chunk one after the other are queued as one slice.
+        let mut run: Option<Range<usize>> = None;
         let flow = loop {
             if self.is_full() {
                 break Flow::Done;
@@ -156,21 +179,60 @@ impl<W: Output> Recorder<W> {
                 Ok(None) => break Flow::More,
                 Err(e) => return Err(RecordError::Malformed(e)),
             };
-            self.write(&unit)?;
+            if self.transcoder.is_some() {
+                self.transcode(&unit)?;
+                continue;
+            }
+            let (bytes, packets, drops) = unit_parts(&unit);
+            // Where the unit starts in the chunk, if it lies in it.
+            let offset = (bytes.as_ptr() as usize)
+                .checked_sub(whole.start)
+                .filter(|_| whole.contains(&(bytes.as_ptr() as usize)));
+            match (run.as_mut(), offset) {
+                (Some(range), Some(offset)) if range.end == offset => range.end += bytes.len(),
+                (_, Some(offset)) => {
+                    self.end_run(&chunk, &mut run);
+                    run = Some(offset..offset + bytes.len());
+                }
+                _ => {
+                    self.end_run(&chunk, &mut run);
+                    self.queue.push_back(bytes.clone());
+                }
+            }
+            self.count(bytes.len(), packets, drops);
         };
-        self.flush()?;
+        self.end_run(&chunk, &mut run);
+        self.queue_scratch();
+        if self.queued >= WRITE_AT {
+            self.flush()?;
+        }
         Ok(flow)
     }
 
-    /// Writes a unit framed elsewhere (by a merge) and counts it, unless the packet
-    /// count was reached; [`Recorder::flush`] pushes it out.
+    /// On the client's tick: writes what is queued, so nothing waits longer than a tick.
     ///
     /// # Errors
     ///
     /// The output's error.
+    pub fn tick(&mut self) -> Result<(), RecordError> {
+        match self.queue.is_empty() {
+            true => Ok(()),
+            false => self.flush(),
+        }
+    }
+
+    /// Queues a unit framed elsewhere (by a merge) and counts it, unless the packet
+    /// count was reached; [`Recorder::flush`] writes it.
+    ///
+    /// # Errors
+    ///
+    /// A write that failed before.
     pub fn put(&mut self, unit: &Unit) -> Result<Flow, RecordError> {
+        self.refuse_after_failure()?;
         if !self.is_full() {
-            self.write(unit)?;
+            let (bytes, packets, drops) = unit_parts(unit);
+            self.queue.push_back(bytes.clone());
+            self.count(bytes.len(), packets, drops);
         }
         Ok(if self.is_full() {
             Flow::Done
@@ -179,41 +241,86 @@ impl<W: Output> Recorder<W> {
         })
     }
 
-    /// Flushes the output.
+    /// Writes all that is queued.
     ///
     /// # Errors
     ///
     /// The output's error.
     pub fn flush(&mut self) -> Result<(), RecordError> {
         self.refuse_after_failure()?;
-        match self.out.flush() {
-            Ok(()) => {
-                self.flushed = self.counts;
-                self.unflushed.clear();
-                Ok(())
+        while !self.queue.is_empty() {
+            let pieces: Vec<IoSlice<'_>> = self
+                .queue
+                .iter()
+                .take(MAX_PIECES)
+                .map(|piece| IoSlice::new(piece))
+                .collect();
+            let written = match self.out.write_vectored(&pieces) {
+                Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let mut written = written.map_err(|e| self.fail(e))?;
+            self.landed += written as u64;
+            self.queued -= written;
+            while written > 0 {
+                let Some(first) = self.queue.front_mut() else {
+                    break;
+                };
+                if first.len() > written {
+                    first.advance(written);
+                    break;
+                }
+                written -= first.len();
+                self.queue.pop_front();
             }
-            Err(e) => Err(self.fail(e)),
         }
+        self.out.flush().map_err(|e| self.fail(e))?;
+        self.flushed = self.counts;
+        self.unflushed.clear();
+        Ok(())
+    }
+
+    fn transcode(&mut self, unit: &Unit) -> Result<(), RecordError> {
+        let Some(transcoder) = self.transcoder.as_mut() else {
+            return Ok(());
+        };
+        let before = self.scratch.len();
+        let written = transcoder
+            .put_unit(unit, &mut self.scratch)
+            .map_err(RecordError::Malformed)?;
+        let drops = match unit {
+            Unit::Packet { drops, .. } => *drops,
+            Unit::Header(_) | Unit::Other(_) => 0,
+        };
+        let packets = u64::from(written == Transcoded::Record);
+        self.count(self.scratch.len() - before, packets, drops);
+        Ok(())
+    }
+
+    fn end_run(&mut self, chunk: &Bytes, run: &mut Option<Range<usize>>) {
+        if let Some(range) = run.take() {
+            self.queue.push_back(chunk.slice(range));
+        }
+    }
+
+    fn queue_scratch(&mut self) {
+        if !self.scratch.is_empty() {
+            self.queue.push_back(self.scratch.split().freeze());
+        }
+    }
+
+    fn count(&mut self, bytes: usize, packets: u64, drops: u64) {
+        self.counts.packets += packets;
+        self.counts.drops += drops;
+        self.counts.bytes += bytes as u64;
+        self.queued += bytes;
+        self.unflushed.push(self.counts);
     }
 
     fn is_full(&self) -> bool {
         self.limit.is_some_and(|limit| self.counts.packets >= limit)
-    }
-
-    fn write(&mut self, unit: &Unit) -> Result<(), RecordError> {
-        self.refuse_after_failure()?;
-        let (bytes, packets, drops) = match unit {
-            Unit::Header(bytes) | Unit::Other(bytes) => (bytes, 0, 0),
-            Unit::Packet { bytes, drops } => (bytes, 1, *drops),
-        };
-        if let Err(e) = self.out.write_all(bytes) {
-            return Err(self.fail(e));
-        }
-        self.counts.packets += packets;
-        self.counts.drops += drops;
-        self.counts.bytes += bytes.len() as u64;
-        self.unflushed.push(self.counts);
-        Ok(())
     }
 
     fn refuse_after_failure(&self) -> Result<(), RecordError> {
@@ -229,7 +336,10 @@ impl<W: Output> Recorder<W> {
     /// and the counts go back to it. The error says so where cutting back failed.
     fn fail(&mut self, error: io::Error) -> RecordError {
         self.failed = true;
-        let landed = self.out.get_ref().bytes;
+        // Whatever the failed write left queued is dropped, not written after the cut.
+        self.queue.clear();
+        self.queued = 0;
+        let landed = self.landed;
         let whole = self
             .unflushed
             .iter()
@@ -241,7 +351,7 @@ impl<W: Output> Recorder<W> {
         if landed == whole.bytes {
             return RecordError::Write(error);
         }
-        match self.out.get_mut().out.cut_back(whole.bytes) {
+        match self.out.cut_back(whole.bytes) {
             Ok(_) => RecordError::Write(error),
             Err(cut) => RecordError::Write(io::Error::new(
                 error.kind(),
@@ -250,17 +360,23 @@ impl<W: Output> Recorder<W> {
         }
     }
 
-    /// Flushes and hands back the output, what it holds, and the flush's error if it
-    /// failed (the output then cut back as after any failed write).
+    /// Writes what is queued and hands back the output, what it holds, and the
+    /// write's error if it failed (the output then cut back as after any failed write).
     pub fn finish(mut self) -> Finished<W> {
         let result = if self.failed { Ok(()) } else { self.flush() };
-        // Whatever a failed write left in the buffer is dropped, not written after the cut.
-        let (landed, _unwritten) = self.out.into_parts();
         Finished {
-            out: landed.out,
+            out: self.out,
             counts: self.counts,
             result,
         }
+    }
+}
+
+/// A unit's bytes, and the packets and losses it counts for.
+fn unit_parts(unit: &Unit) -> (&Bytes, u64, u64) {
+    match unit {
+        Unit::Header(bytes) | Unit::Other(bytes) => (bytes, 0, 0),
+        Unit::Packet { bytes, drops } => (bytes, 1, *drops),
     }
 }
 
@@ -298,7 +414,7 @@ mod tests {
         let mut recorder = Recorder::new(Vec::new(), Some(3));
         let mut flow = Flow::More;
         for chunk in stream.chunks(7) {
-            flow = recorder.feed(chunk).unwrap();
+            flow = recorder.feed(Bytes::copy_from_slice(chunk)).unwrap();
             if flow == Flow::Done {
                 break;
             }
@@ -345,6 +461,70 @@ mod tests {
         }
     }
 
+    /// An output that counts the writes it is asked for.
+    #[derive(Default)]
+    struct CountedWrites {
+        file: Vec<u8>,
+        writes: usize,
+    }
+
+    impl Write for CountedWrites {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.writes += 1;
+            bufs.iter().for_each(|b| self.file.extend_from_slice(b));
+            Ok(bufs.iter().map(|b| b.len()).sum())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Output for CountedWrites {
+        fn cut_back(&mut self, len: u64) -> io::Result<bool> {
+            self.file.truncate(len as usize);
+            Ok(true)
+        }
+    }
+
+    #[test]
+    fn one_write_a_big_chunk_and_fewer_for_small_ones() {
+        let encoder = Encoder::new(Options::new().format(pcapcast_core::Format::Pcapng));
+        let mut stream = BytesMut::new();
+        encoder.put_header(&mut stream);
+        for _ in 0..2000 {
+            encoder.put_record(
+                &mut stream,
+                Path::FromPeer,
+                std::time::UNIX_EPOCH,
+                &[0x45; 1500],
+            );
+        }
+        let stream = stream.freeze();
+        for (chunk, most_writes) in [(WRITE_AT * 2, 1.0), (1000, 0.01)] {
+            let mut recorder = Recorder::new(CountedWrites::default(), None);
+            let mut chunks = 0;
+            for start in (0..stream.len()).step_by(chunk) {
+                let end = (start + chunk).min(stream.len());
+                recorder.feed(stream.slice(start..end)).unwrap();
+                chunks += 1;
+            }
+            let finished = recorder.finish();
+            finished.result.unwrap();
+            assert_eq!(finished.out.file, stream.to_vec());
+            assert_eq!(finished.counts.packets, 2000);
+            let writes = finished.out.writes as f64;
+            assert!(
+                writes <= most_writes * chunks as f64 + 1.0,
+                "{writes} writes, {chunks} chunks of {chunk}"
+            );
+        }
+    }
+
     #[test]
     fn a_full_disk_keeps_whole_records_and_counts_what_it_holds() {
         let encoder = Encoder::new(Options::default());
@@ -367,7 +547,10 @@ mod tests {
         let mut recorder = Recorder::new(disk, None);
         let failed = stream
             .chunks(1000)
-            .find_map(|chunk| recorder.feed(chunk).err())
+            .find_map(|chunk| {
+                let fed = recorder.feed(Bytes::copy_from_slice(chunk));
+                fed.and_then(|_| recorder.tick()).err()
+            })
             .expect("the disk fills");
         assert!(
             matches!(&failed, RecordError::Write(e) if e.kind() == io::ErrorKind::StorageFull),

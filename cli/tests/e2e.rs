@@ -700,7 +700,14 @@ fn stalled_readers_keep_memory_bounded(runtime: &str) {
         runtime,
         &dir,
         // No retention: its memory is its own (core's history bench measures it).
-        &["--rate", "20000", "--retain", "0", "--backlog", &BACKLOG.to_string()],
+        &[
+            "--rate",
+            "20000",
+            "--retain",
+            "0",
+            "--backlog",
+            &BACKLOG.to_string(),
+        ],
     );
     std::thread::sleep(Duration::from_millis(500));
     let idle = resident_bytes(demo.child.id());

@@ -462,13 +462,15 @@ fn record(
             break;
         }
         match next_within(&mut output, Duration::from_millis(100)) {
-            Poll::Ready(Some(bytes)) => match recorder.feed(&bytes) {
+            Poll::Ready(Some(bytes)) => match recorder.feed(bytes) {
                 Ok(Flow::More) => {}
                 Ok(Flow::Done) => break,
                 Err(e) => return Err(format!("{}: {e}", path.display())),
             },
             Poll::Ready(None) => break,
-            Poll::Pending => {}
+            Poll::Pending => recorder
+                .tick()
+                .map_err(|e| format!("{}: {e}", path.display()))?,
         }
         line.update(recorder.counts());
     }
