@@ -23,6 +23,14 @@ use history::{
 };
 #[path = "e2e/damaged_files.rs"]
 mod damaged_files;
+#[path = "e2e/drops.rs"]
+mod drops;
+use drops::{
+    a_lagging_capture_counts_the_daemons_drops_in_pcap,
+    a_lagging_capture_counts_the_daemons_drops_in_pcapng,
+    a_lagging_capture_counts_the_daemons_drops_in_raw,
+    a_lagging_capture_counts_the_daemons_drops_in_tailscale,
+};
 #[path = "e2e/robust.rs"]
 mod robust;
 use robust::{
@@ -845,6 +853,10 @@ on_both_runtimes!(
     a_web_servers_error_page_is_one_line,
     a_socket_path_that_is_no_socket_is_named,
     a_reader_that_leaves_ends_a_capture_with_nothing_to_write,
+    a_lagging_capture_counts_the_daemons_drops_in_pcap,
+    a_lagging_capture_counts_the_daemons_drops_in_raw,
+    a_lagging_capture_counts_the_daemons_drops_in_tailscale,
+    a_lagging_capture_counts_the_daemons_drops_in_pcapng,
 );
 
 /// A file removed when the test ends, passed or failed.
