@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use bytes::{Buf, Bytes, BytesMut};
 use pcapcast_core::framer::{Framer, Unit};
+use pcapcast_core::pcapng::SECTION_HEADER;
 use pcapcast_core::transcode::{Transcoded, Transcoder};
 use pcapcast_core::Options;
 
@@ -179,7 +180,7 @@ impl<W: Output> Recorder<W> {
                 Ok(None) => break Flow::More,
                 Err(e) => return Err(RecordError::Malformed(e)),
             };
-            if self.transcoder.is_some() {
+            if self.transcodes(&unit) {
                 self.transcode(&unit)?;
                 continue;
             }
@@ -280,6 +281,18 @@ impl<W: Output> Recorder<W> {
         self.flushed = self.counts;
         self.unflushed.clear();
         Ok(())
+    }
+
+    /// Whether `unit` is transcoded. A server that answers in classic pcap although
+    /// pcapng was asked for (a daemon that knows no formats) is written as it sent it.
+    fn transcodes(&mut self, unit: &Unit) -> bool {
+        if self.transcoder.is_some() && self.counts.bytes == 0 {
+            let pcapng = SECTION_HEADER.to_le_bytes();
+            if matches!(unit, Unit::Header(b) if !b.starts_with(&pcapng)) {
+                self.transcoder = None;
+            }
+        }
+        self.transcoder.is_some()
     }
 
     fn transcode(&mut self, unit: &Unit) -> Result<(), RecordError> {

@@ -533,7 +533,12 @@ fn replay_serves_a_captures_ip_packets(runtime: &str) {
 
 fn a_lagging_reader_sees_its_drops(runtime: &str) {
     let dir = temp_dir("drops");
-    let demo = Demo::start(runtime, &dir, &["--rate", "3000", "--backlog", "16384"]);
+    // No retention: a lagging reader reads from it and loses nothing.
+    let demo = Demo::start(
+        runtime,
+        &dir,
+        &["--rate", "3000", "--backlog", "16384", "--retain", "0"],
+    );
     let file = dir.join("lag.pcapng");
     // The pipe fills while its reader sleeps, so pcapcast stops reading the socket and
     // its output lags behind the daemon's small backlog.
