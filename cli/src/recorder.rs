@@ -75,7 +75,8 @@ pub struct Recorder<W: Output> {
     /// transcoded records.
     queue: VecDeque<Bytes>,
     queued: usize,
-    /// Where transcoded records are written, then queued.
+    /// Transcoded records, written after the queue; one buffer, reused, as fresh
+    /// memory for every chunk would cost page faults.
     scratch: BytesMut,
     /// Bytes the output took.
     landed: u64,
@@ -203,7 +204,6 @@ impl<W: Output> Recorder<W> {
             self.count(bytes.len(), packets, drops);
         };
         self.end_run(&chunk, &mut run);
-        self.queue_scratch();
         if self.queued >= WRITE_AT {
             self.flush()?;
         }
@@ -216,9 +216,9 @@ impl<W: Output> Recorder<W> {
     ///
     /// The output's error.
     pub fn tick(&mut self) -> Result<(), RecordError> {
-        match self.queue.is_empty() {
-            true => Ok(()),
-            false => self.flush(),
+        match self.queued {
+            0 => Ok(()),
+            _ => self.flush(),
         }
     }
 
@@ -249,12 +249,14 @@ impl<W: Output> Recorder<W> {
     /// The output's error.
     pub fn flush(&mut self) -> Result<(), RecordError> {
         self.refuse_after_failure()?;
-        while !self.queue.is_empty() {
+        while self.queued > 0 {
+            let scratch = (!self.scratch.is_empty()).then(|| IoSlice::new(&self.scratch));
             let pieces: Vec<IoSlice<'_>> = self
                 .queue
                 .iter()
                 .take(MAX_PIECES)
                 .map(|piece| IoSlice::new(piece))
+                .chain(scratch)
                 .collect();
             let written = match self.out.write_vectored(&pieces) {
                 Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
@@ -267,6 +269,8 @@ impl<W: Output> Recorder<W> {
             self.queued -= written;
             while written > 0 {
                 let Some(first) = self.queue.front_mut() else {
+                    // The rest was scratch's: what is left of it goes first next time.
+                    self.scratch.advance(written);
                     break;
                 };
                 if first.len() > written {
@@ -277,6 +281,8 @@ impl<W: Output> Recorder<W> {
                 self.queue.pop_front();
             }
         }
+        // Empty now: its space is reused from the start.
+        self.scratch.clear();
         self.out.flush().map_err(|e| self.fail(e))?;
         self.flushed = self.counts;
         self.unflushed.clear();
@@ -318,12 +324,6 @@ impl<W: Output> Recorder<W> {
         }
     }
 
-    fn queue_scratch(&mut self) {
-        if !self.scratch.is_empty() {
-            self.queue.push_back(self.scratch.split().freeze());
-        }
-    }
-
     fn count(&mut self, bytes: usize, packets: u64, drops: u64) {
         self.counts.packets += packets;
         self.counts.drops += drops;
@@ -351,6 +351,7 @@ impl<W: Output> Recorder<W> {
         self.failed = true;
         // Whatever the failed write left queued is dropped, not written after the cut.
         self.queue.clear();
+        self.scratch.clear();
         self.queued = 0;
         let landed = self.landed;
         let whole = self
