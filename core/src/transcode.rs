@@ -245,3 +245,61 @@ fn malformed(reason: &str) -> Error {
         reason: reason.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::pcapng::{begin_block, end_block, put_enhanced_packet, PacketMeta};
+
+    fn packet_block(interface: u32, data: &[u8]) -> Unit {
+        let mut out = BytesMut::new();
+        let meta = PacketMeta {
+            interface,
+            orig_len: data.len(),
+            ..PacketMeta::default()
+        };
+        put_enhanced_packet(&mut out, &meta, &[data]);
+        Unit::Packet {
+            bytes: out.freeze(),
+            drops: 0,
+        }
+    }
+
+    #[test]
+    fn hostile_blocks_are_errors_not_panics() {
+        let mut transcoder = Transcoder::new(Options::new());
+        let mut out = BytesMut::new();
+        // A packet of an interface never described.
+        let undescribed = transcoder.put_unit(&packet_block(3, &[0x45; 20]), &mut out);
+        assert!(matches!(undescribed, Err(Error::Malformed { .. })));
+        // An interface description that names no path, and one too short for its fields.
+        let mut idb = BytesMut::new();
+        let start = begin_block(&mut idb, INTERFACE_DESCRIPTION);
+        idb.extend_from_slice(&[0; 8]);
+        end_block(&mut idb, start);
+        let nameless = Unit::Header(idb.freeze());
+        assert!(transcoder.put_unit(&nameless, &mut out).is_err());
+        let short = Unit::Header(Bytes::from_static(&[1, 0, 0, 0, 12, 0, 0, 0, 12, 0, 0, 0]));
+        assert!(transcoder.put_unit(&short, &mut out).is_err());
+        // A packet block whose captured length runs past its end.
+        let mut lying = BytesMut::from(&packet_block(0, &[0x45; 8]).clone_bytes()[..]);
+        lying[20..24].copy_from_slice(&1000u32.to_le_bytes());
+        transcoder.interfaces.push(Path::FromPeer);
+        let lying = Unit::Packet {
+            bytes: lying.freeze(),
+            drops: 0,
+        };
+        assert!(transcoder.put_unit(&lying, &mut out).is_err());
+        assert!(out.is_empty(), "nothing written for what cannot be read");
+    }
+
+    impl Unit {
+        fn clone_bytes(&self) -> Bytes {
+            match self {
+                Unit::Header(b) | Unit::Other(b) | Unit::Packet { bytes: b, .. } => b.clone(),
+            }
+        }
+    }
+}
