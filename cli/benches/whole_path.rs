@@ -92,6 +92,8 @@ fn whole_path(size: usize, ring: usize, dir: &FsPath, into: Into) -> Run {
     let (cpu_before, children_before) = cpu_seconds();
     let mut child = Command::new(PCAPCAST)
         .args(["capture", if into == Into::Null { "--stats" } else { "-q" }])
+        // `-- tokio` runs the client on tokio (the server is smol's either way).
+        .args(["--runtime", runtime()])
         .arg("--connect")
         .arg(format!("unix:{}", socket.display()))
         .arg("-o")
@@ -139,6 +141,14 @@ fn whole_path(size: usize, ring: usize, dir: &FsPath, into: Into) -> Run {
         daemon_cpu: cpu_after - cpu_before,
         capture_cpu: children_after - children_before,
         file_bytes,
+    }
+}
+
+/// The client's runtime: tokio when `tokio` is among the arguments, else smol.
+fn runtime() -> &'static str {
+    match std::env::args().any(|a| a == "tokio") {
+        true => "tokio",
+        false => "smol",
     }
 }
 
