@@ -184,18 +184,52 @@ impl Encoder {
         orig_len: usize,
         meta: &Meta,
     ) -> usize {
-        if !self.writes(path) {
-            return 0;
+        let before = out.len();
+        match self.put_packet_head(out, path, ts, packet.len(), orig_len, meta) {
+            Some(body) => out.extend_from_slice(&packet[..body]),
+            None if self.writes(path) => {
+                let stored = Stored {
+                    path,
+                    ts,
+                    packet,
+                    orig_len,
+                    meta,
+                    note: None,
+                };
+                self.put_stored(out, &stored, 0);
+            }
+            None => {}
         }
-        let stored = Stored {
-            path,
-            ts,
-            packet,
-            orig_len,
-            meta,
-            note: None,
-        };
-        self.put_stored(out, &stored, 0)
+        out.len() - before
+    }
+
+    /// The first part of [`Encoder::put_packet`] in a classic format, whose records end
+    /// with the packet: the record header and what comes before the packet, for a
+    /// packet of which `kept` bytes are at hand. Returns how many of them follow, to be
+    /// written by the caller (from where they lie, without a copy here); `None` for a
+    /// path this output does not write, and for pcapng.
+    pub fn put_packet_head(
+        &self,
+        out: &mut BytesMut,
+        path: Path,
+        ts: Timestamp,
+        kept: usize,
+        orig_len: usize,
+        meta: &Meta,
+    ) -> Option<usize> {
+        if !self.writes(path) {
+            return None;
+        }
+        let snaplen = self.options.get_snaplen();
+        let resolution = self.options.get_resolution();
+        Some(match self.options.get_format() {
+            Format::Pcap => pcap::put_seed_head(out, resolution, snaplen, ts, path, kept, orig_len),
+            Format::Tailscale => {
+                tailscale::put_head(out, resolution, snaplen, ts, path, meta, kept, orig_len)
+            }
+            Format::RawIp => pcap::put_raw_head(out, resolution, snaplen, ts, kept, orig_len),
+            Format::Pcapng => return None,
+        })
     }
 
     /// Whether this output writes records of `path`: a path its options keep, and for

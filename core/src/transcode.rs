@@ -2,6 +2,8 @@
 //! each output's losses (`epb_dropcount`), and writes the classic format it was asked
 //! for itself, byte for byte what the daemon would have sent in that format.
 
+use std::ops::Range;
+
 use bytes::BytesMut;
 
 use crate::framer::Unit;
@@ -112,31 +114,56 @@ impl Transcoder {
     /// [`Error::Malformed`] for a packet block of an interface that was not described,
     /// or a block too short for its kind.
     pub fn put_unit(&mut self, unit: &Unit, out: &mut BytesMut) -> Result<Transcoded, Error> {
+        let (written, packet) = self.put_unit_head(unit, out)?;
+        if let Unit::Packet { bytes, .. } = unit {
+            out.extend_from_slice(&bytes[packet]);
+        }
+        Ok(written)
+    }
+
+    /// [`Transcoder::put_unit`] but for the packet bytes of a record: where they lie in
+    /// the unit's bytes is returned instead, for the caller to write them from there
+    /// right after what this wrote. An empty range for all but records.
+    ///
+    /// # Errors
+    ///
+    /// As [`Transcoder::put_unit`].
+    pub fn put_unit_head(
+        &mut self,
+        unit: &Unit,
+        out: &mut BytesMut,
+    ) -> Result<(Transcoded, Range<usize>), Error> {
         match unit {
             Unit::Header(block) if block_type(block) == Some(INTERFACE_DESCRIPTION) => {
                 self.interfaces.push(interface_kind(block)?);
-                Ok(Transcoded::Nothing)
+                Ok((Transcoded::Nothing, 0..0))
             }
             Unit::Header(_) => {
                 // A section header: a new section numbers its interfaces anew.
                 self.interfaces.clear();
                 if std::mem::replace(&mut self.header_written, true) {
-                    return Ok(Transcoded::Nothing);
+                    return Ok((Transcoded::Nothing, 0..0));
                 }
                 self.encoder.put_header(out);
-                Ok(Transcoded::Header)
+                Ok((Transcoded::Header, 0..0))
             }
             Unit::Packet { bytes, .. } if block_type(bytes) == Some(ENHANCED_PACKET) => {
-                match self.put_packet(bytes, out)? {
-                    0 => Ok(Transcoded::Nothing),
-                    _ => Ok(Transcoded::Record),
+                match self.put_packet_head(bytes, out)? {
+                    Some(packet) => Ok((Transcoded::Record, packet)),
+                    None => Ok((Transcoded::Nothing, 0..0)),
                 }
             }
-            Unit::Packet { .. } | Unit::Other(_) => Ok(Transcoded::Nothing),
+            Unit::Packet { .. } | Unit::Other(_) => Ok((Transcoded::Nothing, 0..0)),
         }
     }
 
-    fn put_packet(&self, block: &[u8], out: &mut BytesMut) -> Result<usize, Error> {
+    /// Writes the head of the record for an enhanced packet block; returns where the
+    /// packet bytes that follow it lie in the block, `None` if no record is written.
+    fn put_packet_head(
+        &self,
+        block: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<Option<Range<usize>>, Error> {
         let fixed = block
             .get(..EPB_FIXED)
             .ok_or_else(|| malformed("a pcapng packet block too short for its fields"))?;
@@ -157,8 +184,8 @@ impl Transcoder {
         let options = block
             .get(end.div_ceil(4) * 4..block.len() - 4)
             .unwrap_or(&[]);
-        let (path, packet, orig_len) = if kind.carries_ip() {
-            (kind, data, orig_len)
+        let (path, tag_len, orig_len) = if kind.carries_ip() {
+            (kind, 0, orig_len)
         } else {
             // The tag leads the payload; cut by a tiny snaplen, what is left of it is
             // what the classic formats keep of it too.
@@ -169,16 +196,18 @@ impl Transcoder {
                 (_, [low]) => Path::Other(u16::from(*low)),
                 _ => Path::Other(0),
             };
-            (path, &data[tag_len..], orig_len.saturating_sub(PATH_LEN))
+            (path, tag_len, orig_len.saturating_sub(PATH_LEN))
         };
         let ts = Timestamp::new(
             (nanos / 1_000_000_000).min(u64::from(u32::MAX)) as u32,
             (nanos % 1_000_000_000) as u32,
         );
         let meta = nat_comment(options).unwrap_or_default();
-        Ok(self
+        let start = EPB_FIXED + tag_len;
+        let head = self
             .encoder
-            .put_packet(out, path, ts, packet, orig_len, &meta))
+            .put_packet_head(out, path, ts, end - start, orig_len, &meta);
+        Ok(head.map(|body| start..start + body))
     }
 }
 
