@@ -12,6 +12,7 @@ mod demo;
 mod dissector;
 mod extcap;
 mod filter;
+mod gather;
 mod merge;
 mod merged;
 mod outcome;

@@ -4,22 +4,21 @@
 //! fails (a full disk), the output is cut back to its last whole record and the counts
 //! say what it holds.
 
-use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 use std::ops::Range;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use pcapcast_core::framer::{Framer, Unit};
 use pcapcast_core::pcapng::SECTION_HEADER;
 use pcapcast_core::transcode::{Transcoded, Transcoder};
 use pcapcast_core::Options;
 
+use crate::gather::Gather;
+
 /// Bytes gathered before they are written without waiting for the tick: big chunks
 /// are written as they come, small ones a few at a time.
 const WRITE_AT: usize = 128 << 10;
-/// At most this many pieces in one `writev` (Linux takes up to 1024).
-const MAX_PIECES: usize = 512;
 
 /// Whether a recording goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,13 +70,8 @@ pub struct Recorder<W: Output> {
     /// Set when the daemon sends pcapng for a classic format written here.
     transcoder: Option<Transcoder>,
     out: W,
-    /// Whole units not written yet, in order: slices of the chunks received, and
-    /// transcoded records.
-    queue: VecDeque<Bytes>,
-    queued: usize,
-    /// Transcoded records, written after the queue; one buffer, reused, as fresh
-    /// memory for every chunk would cost page faults.
-    scratch: BytesMut,
+    /// Whole units not written yet, in order.
+    gather: Gather,
     /// Bytes the output took.
     landed: u64,
     counts: Counts,
@@ -117,9 +111,7 @@ impl<W: Output> Recorder<W> {
             framer: Framer::new(),
             transcoder: None,
             out,
-            queue: VecDeque::new(),
-            queued: 0,
-            scratch: BytesMut::new(),
+            gather: Gather::default(),
             landed: 0,
             counts: Counts::default(),
             unflushed: Vec::new(),
@@ -182,7 +174,7 @@ impl<W: Output> Recorder<W> {
                 Err(e) => return Err(RecordError::Malformed(e)),
             };
             if self.transcodes(&unit) {
-                self.transcode(&unit)?;
+                self.transcode(&unit, &whole)?;
                 continue;
             }
             let (bytes, packets, drops) = unit_parts(&unit);
@@ -197,14 +189,18 @@ impl<W: Output> Recorder<W> {
                     run = Some(offset..offset + bytes.len());
                 }
                 _ => {
+                    // A unit completed from an earlier chunk's tail, copied already.
                     self.end_run(&chunk, &mut run);
-                    self.queue.push_back(bytes.clone());
+                    self.gather
+                        .push_copied(|copy| copy.extend_from_slice(bytes));
                 }
             }
             self.count(bytes.len(), packets, drops);
         };
         self.end_run(&chunk, &mut run);
-        if self.queued >= WRITE_AT {
+        // Received bytes are written at once, so that the reader reuses its buffer
+        // for the next read; copies wait for more, or for the tick.
+        if self.gather.len() >= WRITE_AT || self.gather.holds_received() {
             self.flush()?;
         }
         Ok(flow)
@@ -216,7 +212,7 @@ impl<W: Output> Recorder<W> {
     ///
     /// The output's error.
     pub fn tick(&mut self) -> Result<(), RecordError> {
-        match self.queued {
+        match self.gather.len() {
             0 => Ok(()),
             _ => self.flush(),
         }
@@ -232,7 +228,7 @@ impl<W: Output> Recorder<W> {
         self.refuse_after_failure()?;
         if !self.is_full() {
             let (bytes, packets, drops) = unit_parts(unit);
-            self.queue.push_back(bytes.clone());
+            self.gather.push_received(bytes.clone());
             self.count(bytes.len(), packets, drops);
         }
         Ok(if self.is_full() {
@@ -249,40 +245,13 @@ impl<W: Output> Recorder<W> {
     /// The output's error.
     pub fn flush(&mut self) -> Result<(), RecordError> {
         self.refuse_after_failure()?;
-        while self.queued > 0 {
-            let scratch = (!self.scratch.is_empty()).then(|| IoSlice::new(&self.scratch));
-            let pieces: Vec<IoSlice<'_>> = self
-                .queue
-                .iter()
-                .take(MAX_PIECES)
-                .map(|piece| IoSlice::new(piece))
-                .chain(scratch)
-                .collect();
-            let written = match self.out.write_vectored(&pieces) {
-                Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(n) => Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
-            };
-            let mut written = written.map_err(|e| self.fail(e))?;
-            self.landed += written as u64;
-            self.queued -= written;
-            while written > 0 {
-                let Some(first) = self.queue.front_mut() else {
-                    // The rest was scratch's: what is left of it goes first next time.
-                    self.scratch.advance(written);
-                    break;
-                };
-                if first.len() > written {
-                    first.advance(written);
-                    break;
-                }
-                written -= first.len();
-                self.queue.pop_front();
+        while self.gather.len() > 0 {
+            match self.gather.write_once(&mut self.out) {
+                Ok(written) => self.landed += written as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.fail(e)),
             }
         }
-        // Empty now: its space is reused from the start.
-        self.scratch.clear();
         self.out.flush().map_err(|e| self.fail(e))?;
         self.flushed = self.counts;
         self.unflushed.clear();
@@ -301,26 +270,37 @@ impl<W: Output> Recorder<W> {
         self.transcoder.is_some()
     }
 
-    fn transcode(&mut self, unit: &Unit) -> Result<(), RecordError> {
+    /// Transcodes `unit`, whose packet bytes are written from where they lie when it
+    /// lies in the chunk at `whole` (addresses), copied when not.
+    fn transcode(&mut self, unit: &Unit, whole: &Range<usize>) -> Result<(), RecordError> {
         let Some(transcoder) = self.transcoder.as_mut() else {
             return Ok(());
         };
-        let before = self.scratch.len();
-        let written = transcoder
-            .put_unit(unit, &mut self.scratch)
+        let before = self.gather.len();
+        let (written, packet) = self
+            .gather
+            .push_copied(|copy| transcoder.put_unit_head(unit, copy))
             .map_err(RecordError::Malformed)?;
         let drops = match unit {
-            Unit::Packet { drops, .. } => *drops,
+            Unit::Packet { bytes, drops } => {
+                if whole.contains(&(bytes.as_ptr() as usize)) {
+                    self.gather.push_received(bytes.slice(packet));
+                } else {
+                    self.gather
+                        .push_copied(|copy| copy.extend_from_slice(&bytes[packet]));
+                }
+                *drops
+            }
             Unit::Header(_) | Unit::Other(_) => 0,
         };
         let packets = u64::from(written == Transcoded::Record);
-        self.count(self.scratch.len() - before, packets, drops);
+        self.count(self.gather.len() - before, packets, drops);
         Ok(())
     }
 
     fn end_run(&mut self, chunk: &Bytes, run: &mut Option<Range<usize>>) {
         if let Some(range) = run.take() {
-            self.queue.push_back(chunk.slice(range));
+            self.gather.push_received(chunk.slice(range));
         }
     }
 
@@ -328,7 +308,6 @@ impl<W: Output> Recorder<W> {
         self.counts.packets += packets;
         self.counts.drops += drops;
         self.counts.bytes += bytes as u64;
-        self.queued += bytes;
         self.unflushed.push(self.counts);
     }
 
@@ -350,9 +329,7 @@ impl<W: Output> Recorder<W> {
     fn fail(&mut self, error: io::Error) -> RecordError {
         self.failed = true;
         // Whatever the failed write left queued is dropped, not written after the cut.
-        self.queue.clear();
-        self.scratch.clear();
-        self.queued = 0;
+        self.gather.clear();
         let landed = self.landed;
         let whole = self
             .unflushed
@@ -409,6 +386,8 @@ pub struct Finished<W> {
 mod tests {
     use bytes::BytesMut;
     use pcapcast_core::{Encoder, Options, Path};
+
+    use std::io::IoSlice;
 
     use super::*;
 
