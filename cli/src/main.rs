@@ -18,6 +18,7 @@ mod merged;
 mod outcome;
 mod push;
 mod recorder;
+mod repoll;
 mod sink;
 mod target;
 
