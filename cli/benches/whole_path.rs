@@ -9,12 +9,14 @@
 //! the time runs from the first packet until `pcapcast capture` has written the file
 //! and exited. Two runs: with the default 2 MiB ring per datapath thread (the datapath
 //! outruns the path, and the drops are reported), and with a ring that holds everything (no
-//! drops: the rate the path sustains). Files are written to /dev/shm where it exists.
+//! drops: the rate the path sustains). Files are written to /dev/shm where it exists. A
+//! last run writes to /dev/null: its "capture CPU/packet" is the client's own cost
+//! (user + sys of the `pcapcast capture` process), without a file write behind it.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path as FsPath;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use pcapcast_core::{Capture, Path};
@@ -59,12 +61,25 @@ enum Load {
     Paced { rate: u64, seconds: u64 },
 }
 
-fn whole_path(size: usize, ring: usize, dir: &FsPath, load: Load) -> Run {
+/// Where `pcapcast capture` writes in a run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Into {
+    /// A file in `dir`, counted afterwards.
+    File,
+    /// /dev/null: the client's own cost, without the file write; its count is read from
+    /// the closing line it prints.
+    Null,
+}
+
+fn whole_path(size: usize, ring: usize, dir: &FsPath, load: Load, into: Into) -> Run {
     // A socket of its own per run: earlier runs' servers are left serving.
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let socket = dir.join(format!("whole-{size}-{ring}-{run}.sock"));
-    let file = dir.join(format!("whole-{size}.pcap"));
+    let file = match into {
+        Into::File => dir.join(format!("whole-{size}.pcap")),
+        Into::Null => "/dev/null".into(),
+    };
     // Readers that drain slower than the datapath logs are not waited for: a burst is
     // kept whole if the datapath thread's ring holds it. The backlog is the default
     // (4 MiB): readers take from the rings no more than it holds.
@@ -92,10 +107,14 @@ fn whole_path(size: usize, ring: usize, dir: &FsPath, load: Load) -> Run {
     }
     let (cpu_before, children_before) = cpu_seconds();
     let mut child = Command::new(PCAPCAST)
-        .args(["capture", "-q", "--connect"])
+        .args(["capture", if into == Into::Null { "--stats" } else { "-q" }])
+        // `-- tokio` runs the client on tokio (the server is smol's either way).
+        .args(["--runtime", runtime()])
+        .arg("--connect")
         .arg(format!("unix:{}", socket.display()))
         .arg("-o")
         .arg(&file)
+        .stderr(Stdio::piped())
         .spawn()
         .expect("pcapcast capture");
     while capture.num_outputs() == 0 {
@@ -117,14 +136,26 @@ fn whole_path(size: usize, ring: usize, dir: &FsPath, load: Load) -> Run {
         Load::Paced { rate, seconds } => paced(&capture, &packet, rate, seconds),
     };
     capture.close();
+    let mut said = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut said);
+    }
     let status = child.wait().expect("capture ends");
     let seconds = start.elapsed().as_secs_f64();
-    assert!(status.success());
+    assert!(status.success(), "{said}");
     let (cpu_after, children_after) = cpu_seconds();
     drop(server); // the thread is left serving; the process ends soon
-    let file_bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-    let written = (file_bytes.saturating_sub(24)) / (16 + 2 + size as u64);
-    let _ = std::fs::remove_file(&file);
+    let (written, file_bytes) = match into {
+        Into::File => {
+            let file_bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            let _ = std::fs::remove_file(&file);
+            (
+                (file_bytes.saturating_sub(24)) / (16 + 2 + size as u64),
+                file_bytes,
+            )
+        }
+        Into::Null => closing_counts(&said),
+    };
     Run {
         packets,
         written,
@@ -157,7 +188,7 @@ fn paced(capture: &Capture, packet: &[u8], rate: u64, seconds: u64) -> u64 {
 /// `--paced`: records lost per 5 s trial at 1500 B with the defaults, at each rate,
 /// and the unpaced chain's rate (a ring that holds everything).
 fn paced_table(dir: &FsPath) {
-    let chain = whole_path(1500, 512 << 20, dir, Load::Flat);
+    let chain = whole_path(1500, 512 << 20, dir, Load::Flat, Into::File);
     let chain_rate = chain.written as f64 / chain.seconds;
     println!("unpaced chain, 1500 B: {chain_rate:.0} packets/s");
     println!("| rate | lost per trial (of 3, 5 s each) | rate / unpaced chain |");
@@ -173,7 +204,7 @@ fn paced_table(dir: &FsPath) {
     for rate in rates {
         let lost: Vec<String> = (0..3)
             .map(|_| {
-                let run = whole_path(1500, 0, dir, Load::Paced { rate, seconds: 5 });
+                let run = whole_path(1500, 0, dir, Load::Paced { rate, seconds: 5 }, Into::File);
                 (run.packets - run.written).to_string()
             })
             .collect();
@@ -183,6 +214,30 @@ fn paced_table(dir: &FsPath) {
             rate as f64 / chain_rate
         );
     }
+}
+
+/// The client's runtime: tokio when `tokio` is among the arguments, else smol.
+fn runtime() -> &'static str {
+    match std::env::args().any(|a| a == "tokio") {
+        true => "tokio",
+        false => "smol",
+    }
+}
+
+/// Packets and bytes from the closing line, "pcapcast: N packets, B bytes, D dropped".
+fn closing_counts(said: &str) -> (u64, u64) {
+    let line = said
+        .lines()
+        .rev()
+        .find(|l| l.contains(" packets"))
+        .unwrap_or("");
+    let number = |unit: &str| {
+        line.split(", ")
+            .find_map(|part| part.trim_start_matches("pcapcast: ").strip_suffix(unit))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {unit} in the closing line {line:?}"))
+    };
+    (number(" packets"), number(" bytes"))
 }
 
 /// The floor: `bytes` bytes through a plain Unix socket into a file.
@@ -238,18 +293,23 @@ fn main() {
     }
     println!("| size | ring | logged | written (drops) | whole path | floor, same bytes | ratio | daemon CPU/packet | capture CPU/packet |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (size, ring) in [
-        (64usize, 2 << 20),
-        (64, 512 << 20),
-        (1500, 2 << 20),
-        (1500, 512 << 20),
+    for (size, ring, into) in [
+        (64usize, 2 << 20, Into::File),
+        (64, 512 << 20, Into::File),
+        (1500, 2 << 20, Into::File),
+        (1500, 512 << 20, Into::File),
+        (1500, 512 << 20, Into::Null),
     ] {
         // `-- 1500` runs the cases of that size only.
         let only: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
         if !only.is_empty() && !only.contains(&size) {
             continue;
         }
-        let run = whole_path(size, ring, &dir, Load::Flat);
+        // `-- null` runs the /dev/null case only.
+        if std::env::args().any(|a| a == "null") && into != Into::Null {
+            continue;
+        }
+        let run = whole_path(size, ring, &dir, Load::Flat, into);
         if ring >= 512 << 20 {
             assert_eq!(
                 run.written, run.packets,
@@ -262,9 +322,12 @@ fn main() {
             .fold(f64::INFINITY, f64::min);
         let pps = run.written as f64 / run.seconds;
         let mbps = run.file_bytes as f64 / run.seconds / 1e6;
+        let ring_text = match into {
+            Into::File => format!("{} MiB", ring >> 20),
+            Into::Null => format!("{} MiB, to /dev/null", ring >> 20),
+        };
         println!(
-            "| {size} B | {} MiB | {} | {} ({}) | {:.0} packets/s, {:.0} MB/s | {:.0} MB/s | {:.2} | {:.0} ns | {:.0} ns |",
-            ring >> 20,
+            "| {size} B | {ring_text} | {} | {} ({}) | {:.0} packets/s, {:.0} MB/s | {:.0} MB/s | {:.2} | {:.0} ns | {:.0} ns |",
             run.packets,
             run.written,
             run.packets - run.written,

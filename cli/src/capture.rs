@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{ArgMatches, Args};
 use pcapcast_core::endpoint::to_query;
+use pcapcast_core::transcode::Transcoder;
 use pcapcast_core::Format;
 
 use crate::client::{self, Ask, End, Event, Next};
@@ -172,13 +173,20 @@ pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Outcome {
         Ok(options) => args.history.apply(options),
         Err(why) => return refused(why),
     };
+    // A classic format is written here from the daemon's pcapng, the format that
+    // reports losses: so the counts tell the truth in every format.
+    let classic = options.get_format() != Format::Pcapng;
+    let asked = match classic {
+        true => Transcoder::upstream(&options),
+        false => options.clone(),
+    };
     let ask = Ask {
         target: args
             .connect
             .first()
             .cloned()
             .unwrap_or_else(|| Target::Unix(default_socket())),
-        query: to_query(&options),
+        query: to_query(&asked),
         token: args.token.first().cloned(),
     };
     let sink = match sink::open(args.output.as_deref(), args.tshark) {
@@ -187,7 +195,10 @@ pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Outcome {
     };
     let destination = sink.name();
     let stop = stop_signals();
-    let mut recorder = Recorder::new(sink, args.limits.count);
+    let mut recorder = match classic {
+        true => Recorder::transcoding(sink, args.limits.count, options),
+        false => Recorder::new(sink, args.limits.count),
+    };
     let mut line = LiveLine::new(args.stats, args.quiet);
     let started = Instant::now();
     let mut failure: Option<Outcome> = None;
@@ -195,7 +206,7 @@ pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Outcome {
     let end = client::run(args.runtime, &ask, &stop, |event| {
         match event {
             Event::Attached { history: told } => history = told,
-            Event::Data(bytes) => match recorder.feed(&bytes) {
+            Event::Data(bytes) => match recorder.feed(bytes) {
                 Ok(Flow::More) => {}
                 Ok(Flow::Done) => return Next::Stop,
                 Err(e) => {
@@ -205,7 +216,12 @@ pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Outcome {
             },
             // The reader went away (`| head`): a normal end, as a broken pipe is.
             Event::Tick if recorder.output().reader_gone() => return Next::Stop,
-            Event::Tick => {}
+            Event::Tick => {
+                if let Err(e) = recorder.tick() {
+                    failure = failed(e, &destination, &ask.target, recorder.counts());
+                    return Next::Stop;
+                }
+            }
         }
         line.update_with(|| describe(recorder.counts(), history));
         let out_of_time = args.limits.duration.is_some_and(|d| started.elapsed() >= d);

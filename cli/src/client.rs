@@ -276,7 +276,8 @@ where
             }
         }
     };
-    or(work, drive).await
+    // Each frame hyper hands the body wakes this task: polled again here at once.
+    crate::repoll::repolled(or(work, drive)).await
 }
 
 /// The longest reason shown, in characters.

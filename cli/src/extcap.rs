@@ -167,8 +167,14 @@ fn capture(args: &[String]) -> Result<(), String> {
     let mut recorder = Recorder::new(out, None);
     let mut failure = None;
     client::run(RuntimeKind::Smol, &ask, &stop, |event| {
-        if let Event::Data(bytes) = event {
-            match recorder.feed(&bytes) {
+        let fed = match event {
+            Event::Data(bytes) => recorder.feed(bytes),
+            // Wireshark shows what came within a tick.
+            Event::Tick => recorder.tick().map(|()| Flow::More),
+            Event::Attached { .. } => Ok(Flow::More),
+        };
+        {
+            match fed {
                 Ok(Flow::More) => {}
                 Ok(Flow::Done) => return Next::Stop,
                 // Wireshark stopped reading: a normal end.

@@ -12,11 +12,13 @@ mod demo;
 mod dissector;
 mod extcap;
 mod filter;
+mod gather;
 mod merge;
 mod merged;
 mod outcome;
 mod push;
 mod recorder;
+mod repoll;
 mod sink;
 mod target;
 

@@ -1,11 +1,24 @@
-//! Writes a capture stream to its destination in whole units, and counts. When a write
+//! Writes a capture stream to its destination in whole units, and counts. What arrives
+//! is framed in place and written as it is (or, for a classic format read from pcapng,
+//! as it is transcoded), once enough is gathered or on the client's tick. When a write
 //! fails (a full disk), the output is cut back to its last whole record and the counts
 //! say what it holds.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
+use std::ops::Range;
 
+use bytes::Bytes;
 use pcapcast_core::framer::{Framer, Unit};
+use pcapcast_core::pcapng::SECTION_HEADER;
+use pcapcast_core::transcode::{Transcoded, Transcoder};
+use pcapcast_core::Options;
+
+use crate::gather::Gather;
+
+/// Bytes gathered before they are written without waiting for the tick: big chunks
+/// are written as they come, small ones a few at a time.
+const WRITE_AT: usize = 128 << 10;
 
 /// Whether a recording goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,37 +62,23 @@ impl Output for File {
     }
 }
 
-/// Counts the bytes the output accepted, so that after a failure the recorder knows
-/// where the output's contents end, whatever the buffer had written of them.
-#[derive(Debug)]
-struct Landed<W> {
-    out: W,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Landed<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
 /// Splits the incoming stream into whole units and writes them, so that whatever stops
 /// the recording, the output ends on a whole record.
 #[derive(Debug)]
 pub struct Recorder<W: Output> {
     framer: Framer,
-    out: BufWriter<Landed<W>>,
+    /// Set when the daemon sends pcapng for a classic format written here.
+    transcoder: Option<Transcoder>,
+    out: W,
+    /// Whole units not written yet, in order.
+    gather: Gather,
+    /// Bytes the output took.
+    landed: u64,
     counts: Counts,
-    /// The counts when each unit written since the last flush ended (`bytes` is where
+    /// The counts when each unit queued since the last write ended (`bytes` is where
     /// it ends in the output): a failed write cuts back to the last one that landed.
     unflushed: Vec<Counts>,
-    /// The counts at the last flush that succeeded: all of it landed.
+    /// The counts when the output last took all that was queued.
     flushed: Counts,
     /// Set once a write failed: nothing more is written.
     failed: bool,
@@ -106,16 +105,28 @@ impl std::fmt::Display for RecordError {
 }
 
 impl<W: Output> Recorder<W> {
-    /// A recorder into `out`, buffered here, that stops after `limit` packets.
+    /// A recorder into `out` that stops after `limit` packets.
     pub fn new(out: W, limit: Option<u64>) -> Recorder<W> {
         Recorder {
             framer: Framer::new(),
-            out: BufWriter::with_capacity(1 << 16, Landed { out, bytes: 0 }),
+            transcoder: None,
+            out,
+            gather: Gather::default(),
+            landed: 0,
             counts: Counts::default(),
             unflushed: Vec::new(),
             flushed: Counts::default(),
             failed: false,
             limit,
+        }
+    }
+
+    /// A recorder that takes the pcapng of [`Transcoder::upstream`] and writes the
+    /// classic format of `options`.
+    pub fn transcoding(out: W, limit: Option<u64>, options: Options) -> Recorder<W> {
+        Recorder {
+            transcoder: Some(Transcoder::new(options)),
+            ..Recorder::new(out, limit)
         }
     }
 
@@ -126,7 +137,7 @@ impl<W: Output> Recorder<W> {
 
     /// The output.
     pub fn output(&self) -> &W {
-        &self.out.get_ref().out
+        &self.out
     }
 
     /// Whether the stream so far ends between units, its file header received: a
@@ -140,13 +151,19 @@ impl<W: Output> Recorder<W> {
         self.framer.buffered()
     }
 
-    /// Takes bytes of the stream and writes the whole units they complete, then flushes.
+    /// Takes a chunk of the stream and queues the whole units it completes; writes
+    /// them once enough is queued (see [`Recorder::tick`] for the rest).
     ///
     /// # Errors
     ///
     /// The output's error, or a stream that is not a capture.
-    pub fn feed(&mut self, data: &[u8]) -> Result<Flow, RecordError> {
-        self.framer.push(data);
+    pub fn feed(&mut self, chunk: Bytes) -> Result<Flow, RecordError> {
+        self.refuse_after_failure()?;
+        let whole = chunk.as_ptr_range();
+        let whole = whole.start as usize..whole.end as usize;
+        self.framer.push_bytes(chunk.clone());
+        // Units that lie in the chunk one after the other are queued as one slice.
+        let mut run: Option<Range<usize>> = None;
         let flow = loop {
             if self.is_full() {
                 break Flow::Done;
@@ -156,21 +173,63 @@ impl<W: Output> Recorder<W> {
                 Ok(None) => break Flow::More,
                 Err(e) => return Err(RecordError::Malformed(e)),
             };
-            self.write(&unit)?;
+            if self.transcodes(&unit) {
+                self.transcode(&unit, &whole)?;
+                continue;
+            }
+            let (bytes, packets, drops) = unit_parts(&unit);
+            // Where the unit starts in the chunk, if it lies in it.
+            let offset = (bytes.as_ptr() as usize)
+                .checked_sub(whole.start)
+                .filter(|_| whole.contains(&(bytes.as_ptr() as usize)));
+            match (run.as_mut(), offset) {
+                (Some(range), Some(offset)) if range.end == offset => range.end += bytes.len(),
+                (_, Some(offset)) => {
+                    self.end_run(&chunk, &mut run);
+                    run = Some(offset..offset + bytes.len());
+                }
+                _ => {
+                    // A unit completed from an earlier chunk's tail, copied already.
+                    self.end_run(&chunk, &mut run);
+                    self.gather
+                        .push_copied(|copy| copy.extend_from_slice(bytes));
+                }
+            }
+            self.count(bytes.len(), packets, drops);
         };
-        self.flush()?;
+        self.end_run(&chunk, &mut run);
+        // Received bytes are written at once, so that the reader reuses its buffer
+        // for the next read; copies wait for more, or for the tick.
+        if self.gather.len() >= WRITE_AT || self.gather.holds_received() {
+            self.flush()?;
+        }
         Ok(flow)
     }
 
-    /// Writes a unit framed elsewhere (by a merge) and counts it, unless the packet
-    /// count was reached; [`Recorder::flush`] pushes it out.
+    /// On the client's tick: writes what is queued, so nothing waits longer than a tick.
     ///
     /// # Errors
     ///
     /// The output's error.
+    pub fn tick(&mut self) -> Result<(), RecordError> {
+        match self.gather.len() {
+            0 => Ok(()),
+            _ => self.flush(),
+        }
+    }
+
+    /// Queues a unit framed elsewhere (by a merge) and counts it, unless the packet
+    /// count was reached; [`Recorder::flush`] writes it.
+    ///
+    /// # Errors
+    ///
+    /// A write that failed before.
     pub fn put(&mut self, unit: &Unit) -> Result<Flow, RecordError> {
+        self.refuse_after_failure()?;
         if !self.is_full() {
-            self.write(unit)?;
+            let (bytes, packets, drops) = unit_parts(unit);
+            self.gather.push_received(bytes.clone());
+            self.count(bytes.len(), packets, drops);
         }
         Ok(if self.is_full() {
             Flow::Done
@@ -179,41 +238,81 @@ impl<W: Output> Recorder<W> {
         })
     }
 
-    /// Flushes the output.
+    /// Writes all that is queued.
     ///
     /// # Errors
     ///
     /// The output's error.
     pub fn flush(&mut self) -> Result<(), RecordError> {
         self.refuse_after_failure()?;
-        match self.out.flush() {
-            Ok(()) => {
-                self.flushed = self.counts;
-                self.unflushed.clear();
-                Ok(())
+        while self.gather.len() > 0 {
+            match self.gather.write_once(&mut self.out) {
+                Ok(written) => self.landed += written as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.fail(e)),
             }
-            Err(e) => Err(self.fail(e)),
         }
+        self.out.flush().map_err(|e| self.fail(e))?;
+        self.flushed = self.counts;
+        self.unflushed.clear();
+        Ok(())
+    }
+
+    /// Whether `unit` is transcoded. A server that answers in classic pcap although
+    /// pcapng was asked for (a daemon that knows no formats) is written as it sent it.
+    fn transcodes(&mut self, unit: &Unit) -> bool {
+        if self.transcoder.is_some() && self.counts.bytes == 0 {
+            let pcapng = SECTION_HEADER.to_le_bytes();
+            if matches!(unit, Unit::Header(b) if !b.starts_with(&pcapng)) {
+                self.transcoder = None;
+            }
+        }
+        self.transcoder.is_some()
+    }
+
+    /// Transcodes `unit`, whose packet bytes are written from where they lie when it
+    /// lies in the chunk at `whole` (addresses), copied when not.
+    fn transcode(&mut self, unit: &Unit, whole: &Range<usize>) -> Result<(), RecordError> {
+        let Some(transcoder) = self.transcoder.as_mut() else {
+            return Ok(());
+        };
+        let before = self.gather.len();
+        let (written, packet) = self
+            .gather
+            .push_copied(|copy| transcoder.put_unit_head(unit, copy))
+            .map_err(RecordError::Malformed)?;
+        let drops = match unit {
+            Unit::Packet { bytes, drops } => {
+                if whole.contains(&(bytes.as_ptr() as usize)) {
+                    self.gather.push_received(bytes.slice(packet));
+                } else {
+                    self.gather
+                        .push_copied(|copy| copy.extend_from_slice(&bytes[packet]));
+                }
+                *drops
+            }
+            Unit::Header(_) | Unit::Other(_) => 0,
+        };
+        let packets = u64::from(written == Transcoded::Record);
+        self.count(self.gather.len() - before, packets, drops);
+        Ok(())
+    }
+
+    fn end_run(&mut self, chunk: &Bytes, run: &mut Option<Range<usize>>) {
+        if let Some(range) = run.take() {
+            self.gather.push_received(chunk.slice(range));
+        }
+    }
+
+    fn count(&mut self, bytes: usize, packets: u64, drops: u64) {
+        self.counts.packets += packets;
+        self.counts.drops += drops;
+        self.counts.bytes += bytes as u64;
+        self.unflushed.push(self.counts);
     }
 
     fn is_full(&self) -> bool {
         self.limit.is_some_and(|limit| self.counts.packets >= limit)
-    }
-
-    fn write(&mut self, unit: &Unit) -> Result<(), RecordError> {
-        self.refuse_after_failure()?;
-        let (bytes, packets, drops) = match unit {
-            Unit::Header(bytes) | Unit::Other(bytes) => (bytes, 0, 0),
-            Unit::Packet { bytes, drops } => (bytes, 1, *drops),
-        };
-        if let Err(e) = self.out.write_all(bytes) {
-            return Err(self.fail(e));
-        }
-        self.counts.packets += packets;
-        self.counts.drops += drops;
-        self.counts.bytes += bytes.len() as u64;
-        self.unflushed.push(self.counts);
-        Ok(())
     }
 
     fn refuse_after_failure(&self) -> Result<(), RecordError> {
@@ -229,7 +328,9 @@ impl<W: Output> Recorder<W> {
     /// and the counts go back to it. The error says so where cutting back failed.
     fn fail(&mut self, error: io::Error) -> RecordError {
         self.failed = true;
-        let landed = self.out.get_ref().bytes;
+        // Whatever the failed write left queued is dropped, not written after the cut.
+        self.gather.clear();
+        let landed = self.landed;
         let whole = self
             .unflushed
             .iter()
@@ -241,7 +342,7 @@ impl<W: Output> Recorder<W> {
         if landed == whole.bytes {
             return RecordError::Write(error);
         }
-        match self.out.get_mut().out.cut_back(whole.bytes) {
+        match self.out.cut_back(whole.bytes) {
             Ok(_) => RecordError::Write(error),
             Err(cut) => RecordError::Write(io::Error::new(
                 error.kind(),
@@ -250,17 +351,23 @@ impl<W: Output> Recorder<W> {
         }
     }
 
-    /// Flushes and hands back the output, what it holds, and the flush's error if it
-    /// failed (the output then cut back as after any failed write).
+    /// Writes what is queued and hands back the output, what it holds, and the
+    /// write's error if it failed (the output then cut back as after any failed write).
     pub fn finish(mut self) -> Finished<W> {
         let result = if self.failed { Ok(()) } else { self.flush() };
-        // Whatever a failed write left in the buffer is dropped, not written after the cut.
-        let (landed, _unwritten) = self.out.into_parts();
         Finished {
-            out: landed.out,
+            out: self.out,
             counts: self.counts,
             result,
         }
+    }
+}
+
+/// A unit's bytes, and the packets and losses it counts for.
+fn unit_parts(unit: &Unit) -> (&Bytes, u64, u64) {
+    match unit {
+        Unit::Header(bytes) | Unit::Other(bytes) => (bytes, 0, 0),
+        Unit::Packet { bytes, drops } => (bytes, 1, *drops),
     }
 }
 
@@ -276,108 +383,5 @@ pub struct Finished<W> {
 }
 
 #[cfg(test)]
-mod tests {
-    use bytes::BytesMut;
-    use pcapcast_core::{Encoder, Options, Path};
-
-    use super::*;
-
-    #[test]
-    fn stops_on_a_whole_record_at_the_count() {
-        let encoder = Encoder::new(Options::default());
-        let mut stream = BytesMut::new();
-        encoder.put_header(&mut stream);
-        for _ in 0..10 {
-            encoder.put_record(
-                &mut stream,
-                Path::FromPeer,
-                std::time::UNIX_EPOCH,
-                &[0x45; 50],
-            );
-        }
-        let mut recorder = Recorder::new(Vec::new(), Some(3));
-        let mut flow = Flow::More;
-        for chunk in stream.chunks(7) {
-            flow = recorder.feed(chunk).unwrap();
-            if flow == Flow::Done {
-                break;
-            }
-        }
-        assert_eq!(flow, Flow::Done);
-        let finished = recorder.finish();
-        finished.result.unwrap();
-        let out = finished.out;
-        assert_eq!(out.len(), 24 + 3 * (16 + 2 + 50));
-    }
-
-    impl Output for Vec<u8> {
-        fn cut_back(&mut self, len: u64) -> io::Result<bool> {
-            self.truncate(len as usize);
-            Ok(true)
-        }
-    }
-
-    /// A disk with room for `room` bytes: it takes what fits, then says it is full.
-    struct SmallDisk {
-        file: Vec<u8>,
-        room: usize,
-    }
-
-    impl Write for SmallDisk {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let n = buf.len().min(self.room - self.file.len());
-            if n == 0 && !buf.is_empty() {
-                return Err(io::Error::from(io::ErrorKind::StorageFull));
-            }
-            self.file.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Output for SmallDisk {
-        fn cut_back(&mut self, len: u64) -> io::Result<bool> {
-            self.file.truncate(len as usize);
-            Ok(true)
-        }
-    }
-
-    #[test]
-    fn a_full_disk_keeps_whole_records_and_counts_what_it_holds() {
-        let encoder = Encoder::new(Options::default());
-        let mut stream = BytesMut::new();
-        encoder.put_header(&mut stream);
-        for _ in 0..5000 {
-            encoder.put_record(
-                &mut stream,
-                Path::FromPeer,
-                std::time::UNIX_EPOCH,
-                &[0x45; 50],
-            );
-        }
-        // Room for 24 + 1000.5 records; frames of 1000 bytes, as HTTP chunks come.
-        let record = 16 + 2 + 50;
-        let disk = SmallDisk {
-            file: Vec::new(),
-            room: 24 + 1000 * record + record / 2,
-        };
-        let mut recorder = Recorder::new(disk, None);
-        let failed = stream
-            .chunks(1000)
-            .find_map(|chunk| recorder.feed(chunk).err())
-            .expect("the disk fills");
-        assert!(
-            matches!(&failed, RecordError::Write(e) if e.kind() == io::ErrorKind::StorageFull),
-            "{failed}"
-        );
-        let finished = recorder.finish();
-        finished.result.unwrap();
-        let (counts, file) = (finished.counts, finished.out.file);
-        assert_eq!(counts.packets, 1000);
-        assert_eq!(counts.bytes, file.len() as u64);
-        assert_eq!(file.len(), 24 + 1000 * record);
-    }
-}
+#[path = "recorder_tests.rs"]
+mod tests;

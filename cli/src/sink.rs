@@ -19,8 +19,8 @@ pub enum Sink {
         /// Its name, as given.
         path: String,
     },
-    /// `-o -`.
-    Stdout(io::Stdout),
+    /// `-o -`: stdout's descriptor, written without std's line buffer in between.
+    Stdout(File),
     /// No `-o`: Wireshark or tshark reads the stream.
     Viewer {
         /// The viewer's input.
@@ -86,6 +86,15 @@ impl Write for Sink {
         }
     }
 
+    /// One `writev` for what the recorder gathered.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Sink::File { file, .. } => file.write_vectored(bufs),
+            Sink::Stdout(w) => w.write_vectored(bufs),
+            Sink::Viewer { stdin, .. } => stdin.write_vectored(bufs),
+        }
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Sink::File { file, .. } => file.flush(),
@@ -98,8 +107,9 @@ impl Write for Sink {
 impl Output for Sink {
     fn cut_back(&mut self, len: u64) -> io::Result<bool> {
         match self {
-            Sink::File { file, .. } => file.cut_back(len),
-            Sink::Stdout(_) | Sink::Viewer { .. } => Ok(false),
+            // Stdout redirected to a file is cut back as that file.
+            Sink::File { file, .. } | Sink::Stdout(file) => file.cut_back(len),
+            Sink::Viewer { .. } => Ok(false),
         }
     }
 }
@@ -141,7 +151,11 @@ impl Drop for TempFile {
 /// Why the output cannot be opened or the viewer started, on one line.
 pub fn open(output: Option<&str>, tshark: bool) -> Result<Sink, String> {
     match output {
-        Some("-") => Ok(Sink::Stdout(io::stdout())),
+        Some("-") => io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(|fd| Sink::Stdout(File::from(fd)))
+            .map_err(|e| format!("cannot write to stdout: {e}")),
         Some(path) => File::create(path)
             .map(|file| Sink::File {
                 file,

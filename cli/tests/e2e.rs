@@ -25,6 +25,14 @@ use history::{
 };
 #[path = "e2e/damaged_files.rs"]
 mod damaged_files;
+#[path = "e2e/drops.rs"]
+mod drops;
+use drops::{
+    a_lagging_capture_counts_the_daemons_drops_in_pcap,
+    a_lagging_capture_counts_the_daemons_drops_in_pcapng,
+    a_lagging_capture_counts_the_daemons_drops_in_raw,
+    a_lagging_capture_counts_the_daemons_drops_in_tailscale,
+};
 #[path = "e2e/robust.rs"]
 mod robust;
 use robust::{
@@ -527,10 +535,11 @@ fn replay_serves_a_captures_ip_packets(runtime: &str) {
 
 fn a_lagging_reader_sees_its_drops(runtime: &str) {
     let dir = temp_dir("drops");
+    // No retention: a lagging reader reads from it and loses nothing.
     let demo = Demo::start(
         runtime,
         &dir,
-        &["--rate", "3000", "--retain", "0", "--backlog", "16384"],
+        &["--rate", "3000", "--backlog", "16384", "--retain", "0"],
     );
     let file = dir.join("lag.pcapng");
     // The pipe fills while its reader sleeps, so pcapcast stops reading the socket and
@@ -866,6 +875,10 @@ on_both_runtimes!(
     a_web_servers_error_page_is_one_line,
     a_socket_path_that_is_no_socket_is_named,
     a_reader_that_leaves_ends_a_capture_with_nothing_to_write,
+    a_lagging_capture_counts_the_daemons_drops_in_pcap,
+    a_lagging_capture_counts_the_daemons_drops_in_raw,
+    a_lagging_capture_counts_the_daemons_drops_in_tailscale,
+    a_lagging_capture_counts_the_daemons_drops_in_pcapng,
 );
 
 /// A file removed when the test ends, passed or failed.

@@ -156,6 +156,82 @@ impl Encoder {
         self.put_stored(out, &stored, 0)
     }
 
+    /// Appends one record of a packet of which `packet` was kept of `orig_len` bytes,
+    /// at `ts`: a record read back from another output (see
+    /// [`Transcoder`](crate::transcode::Transcoder)). The snaplen cuts it further.
+    /// Returns the bytes appended, none for a path this output does not write.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use pcapcast_core::{Encoder, Meta, Options, Path, Timestamp};
+    ///
+    /// let encoder = Encoder::new(Options::new().snaplen(10)?);
+    /// let mut out = BytesMut::new();
+    /// let ts = Timestamp::new(1, 1_999); // the seed format keeps 1 µs of it
+    /// let n = encoder.put_packet(&mut out, Path::FromPeer, ts, &[0x45; 20], 1500, &Meta::new());
+    /// assert_eq!(n, 16 + 10);
+    /// assert_eq!(&out[4..16], &[1, 0, 0, 0, 10, 0, 0, 0, 0xde, 5, 0, 0]); // µs, incl, orig
+    /// # Ok::<(), pcapcast_core::Error>(())
+    /// ```
+    pub fn put_packet(
+        &self,
+        out: &mut BytesMut,
+        path: Path,
+        ts: Timestamp,
+        packet: &[u8],
+        orig_len: usize,
+        meta: &Meta,
+    ) -> usize {
+        let before = out.len();
+        match self.put_packet_head(out, path, ts, packet.len(), orig_len, meta) {
+            Some(body) => out.extend_from_slice(&packet[..body]),
+            None if self.writes(path) => {
+                let stored = Stored {
+                    path,
+                    ts,
+                    packet,
+                    orig_len,
+                    meta,
+                    note: None,
+                };
+                self.put_stored(out, &stored, 0);
+            }
+            None => {}
+        }
+        out.len() - before
+    }
+
+    /// The first part of [`Encoder::put_packet`] in a classic format, whose records end
+    /// with the packet: the record header and what comes before the packet, for a
+    /// packet of which `kept` bytes are at hand. Returns how many of them follow, to be
+    /// written by the caller (from where they lie, without a copy here); `None` for a
+    /// path this output does not write, and for pcapng.
+    pub fn put_packet_head(
+        &self,
+        out: &mut BytesMut,
+        path: Path,
+        ts: Timestamp,
+        kept: usize,
+        orig_len: usize,
+        meta: &Meta,
+    ) -> Option<usize> {
+        if !self.writes(path) {
+            return None;
+        }
+        let snaplen = self.options.get_snaplen();
+        let resolution = self.options.get_resolution();
+        Some(match self.options.get_format() {
+            Format::Pcap => pcap::put_seed_head(out, resolution, snaplen, ts, path, kept, orig_len),
+            Format::Tailscale => {
+                tailscale::put_head(out, resolution, snaplen, ts, path, meta, kept, orig_len)
+            }
+            Format::RawIp => pcap::put_raw_head(out, resolution, snaplen, ts, kept, orig_len),
+            Format::Pcapng => return None,
+        })
+    }
+
     /// Whether this output writes records of `path`: a path its options keep, and for
     /// [`Format::RawIp`] only a path that carries IP (a Disco frame or an unnamed
     /// path's payload would read as a malformed IP packet there).

@@ -34,7 +34,24 @@ enum Kind {
     Pcapng { big_endian: bool },
 }
 
-/// Splits a capture stream into [`Unit`]s.
+/// What the bytes at the start of a buffer make.
+enum Need {
+    /// A whole unit of this many bytes, of this shape.
+    Whole(usize, Shape),
+    /// Not a whole unit: at least this many bytes are needed to tell more.
+    AtLeast(usize),
+}
+
+#[derive(Clone, Copy)]
+enum Shape {
+    PcapFileHeader { big_endian: bool },
+    PcapRecord,
+    Block { big_endian: bool },
+}
+
+/// Splits a capture stream into [`Unit`]s. Bytes handed over as [`Bytes`] are framed
+/// in place: the units are slices of them, and only a unit that straddles two chunks
+/// is copied, once.
 ///
 /// # Examples
 ///
@@ -58,7 +75,10 @@ enum Kind {
 /// ```
 #[derive(Debug)]
 pub struct Framer {
-    buffer: BytesMut,
+    /// The start of a unit whose end is in a later chunk.
+    carry: BytesMut,
+    /// What is left of the latest chunk, framed in place.
+    chunk: Bytes,
     kind: Kind,
 }
 
@@ -72,19 +92,29 @@ impl Framer {
     /// A framer that detects pcap or pcapng from the first bytes.
     pub fn new() -> Framer {
         Framer {
-            buffer: BytesMut::new(),
+            carry: BytesMut::new(),
+            chunk: Bytes::new(),
             kind: Kind::Unknown,
         }
     }
 
-    /// Appends bytes as they arrive.
+    /// Appends bytes as they arrive (copied; [`Framer::push_bytes`] takes them as they are).
     pub fn push(&mut self, data: &[u8]) {
-        self.buffer.extend_from_slice(data);
+        self.push_bytes(Bytes::copy_from_slice(data));
+    }
+
+    /// Appends a chunk as it arrived, without copying it: the units it holds whole are
+    /// slices of it.
+    pub fn push_bytes(&mut self, data: Bytes) {
+        if !self.chunk.is_empty() {
+            self.carry.extend_from_slice(&self.chunk);
+        }
+        self.chunk = data;
     }
 
     /// Bytes received but not yet part of a whole unit.
     pub fn buffered(&self) -> usize {
-        self.buffer.len()
+        self.carry.len() + self.chunk.len()
     }
 
     /// Pops the next whole unit, or `None` until more bytes arrive.
@@ -94,110 +124,137 @@ impl Framer {
     /// [`Error::Malformed`] when the stream is not a capture or a length is impossible;
     /// the stream cannot go on after it.
     pub fn next_unit(&mut self) -> Result<Option<Unit>, Error> {
-        match self.kind {
-            Kind::Unknown => self.detect(),
-            Kind::Pcap { big_endian } => self.next_record(big_endian),
-            Kind::Pcapng { big_endian } => self.next_block(big_endian),
+        loop {
+            if self.carry.is_empty() {
+                return match measure(self.kind, &self.chunk)? {
+                    Need::Whole(len, shape) => {
+                        let bytes = self.chunk.split_to(len);
+                        Ok(Some(self.unit(bytes, shape)))
+                    }
+                    Need::AtLeast(_) => {
+                        // Less than a unit: kept until the rest comes.
+                        self.carry.extend_from_slice(&self.chunk);
+                        self.chunk = Bytes::new();
+                        Ok(None)
+                    }
+                };
+            }
+            match measure(self.kind, &self.carry)? {
+                Need::Whole(len, shape) => {
+                    let bytes = self.carry.split_to(len).freeze();
+                    return Ok(Some(self.unit(bytes, shape)));
+                }
+                Need::AtLeast(_) if self.chunk.is_empty() => return Ok(None),
+                Need::AtLeast(len) => {
+                    // Only what completes what the carry needs: the rest stays in place.
+                    let take = (len - self.carry.len()).min(self.chunk.len());
+                    self.carry.extend_from_slice(&self.chunk.split_to(take));
+                }
+            }
         }
     }
 
-    fn detect(&mut self) -> Result<Option<Unit>, Error> {
-        if self.buffer.len() < 4 {
-            return Ok(None);
-        }
-        let magic = [
-            self.buffer[0],
-            self.buffer[1],
-            self.buffer[2],
-            self.buffer[3],
-        ];
-        if u32::from_le_bytes(magic) == SECTION_HEADER {
-            if self.buffer.len() < 12 {
-                return Ok(None);
+    fn unit(&mut self, bytes: Bytes, shape: Shape) -> Unit {
+        match shape {
+            Shape::PcapFileHeader { big_endian } => {
+                self.kind = Kind::Pcap { big_endian };
+                Unit::Header(bytes)
             }
-            let bom = [
-                self.buffer[8],
-                self.buffer[9],
-                self.buffer[10],
-                self.buffer[11],
-            ];
-            let big_endian = match (u32::from_le_bytes(bom), u32::from_be_bytes(bom)) {
-                (BYTE_ORDER_MAGIC, _) => false,
-                (_, BYTE_ORDER_MAGIC) => true,
-                _ => {
-                    return Err(malformed(
-                        "pcapng section header with a bad byte-order magic",
-                    ))
+            Shape::PcapRecord => Unit::Packet { bytes, drops: 0 },
+            Shape::Block { big_endian } => {
+                self.kind = Kind::Pcapng { big_endian };
+                match read_u32(&bytes[0..4], big_endian) {
+                    SECTION_HEADER | INTERFACE_DESCRIPTION => Unit::Header(bytes),
+                    ENHANCED_PACKET => {
+                        let drops = epb_drops(&bytes, big_endian);
+                        Unit::Packet { bytes, drops }
+                    }
+                    _ => Unit::Other(bytes),
                 }
-            };
-            self.kind = Kind::Pcapng { big_endian };
-            return self.next_block(big_endian);
+            }
         }
-        let big_endian = match (u32::from_le_bytes(magic), u32::from_be_bytes(magic)) {
-            (MAGIC_MICROS | MAGIC_NANOS, _) => false,
-            (_, MAGIC_MICROS | MAGIC_NANOS) => true,
+    }
+}
+
+/// What the bytes at the start of `buffer` make in a stream of `kind`.
+fn measure(kind: Kind, buffer: &[u8]) -> Result<Need, Error> {
+    match kind {
+        Kind::Unknown => detect(buffer),
+        Kind::Pcap { big_endian } => record(buffer, big_endian),
+        Kind::Pcapng { big_endian } => block(buffer, big_endian),
+    }
+}
+
+fn detect(buffer: &[u8]) -> Result<Need, Error> {
+    let Some(magic) = buffer.get(..4) else {
+        return Ok(Need::AtLeast(4));
+    };
+    let magic = [magic[0], magic[1], magic[2], magic[3]];
+    if u32::from_le_bytes(magic) == SECTION_HEADER {
+        let Some(bom) = buffer.get(8..12) else {
+            return Ok(Need::AtLeast(12));
+        };
+        let bom = [bom[0], bom[1], bom[2], bom[3]];
+        let big_endian = match (u32::from_le_bytes(bom), u32::from_be_bytes(bom)) {
+            (BYTE_ORDER_MAGIC, _) => false,
+            (_, BYTE_ORDER_MAGIC) => true,
             _ => {
                 return Err(malformed(
-                    "not a pcap or pcapng stream (unknown magic number)",
+                    "pcapng section header with a bad byte-order magic",
                 ))
             }
         };
-        if self.buffer.len() < FILE_HEADER_LEN {
-            return Ok(None);
-        }
-        self.kind = Kind::Pcap { big_endian };
-        Ok(Some(Unit::Header(
-            self.buffer.split_to(FILE_HEADER_LEN).freeze(),
-        )))
+        return block(buffer, big_endian);
     }
+    let big_endian = match (u32::from_le_bytes(magic), u32::from_be_bytes(magic)) {
+        (MAGIC_MICROS | MAGIC_NANOS, _) => false,
+        (_, MAGIC_MICROS | MAGIC_NANOS) => true,
+        _ => {
+            return Err(malformed(
+                "not a pcap or pcapng stream (unknown magic number)",
+            ))
+        }
+    };
+    Ok(match buffer.len() >= FILE_HEADER_LEN {
+        true => Need::Whole(FILE_HEADER_LEN, Shape::PcapFileHeader { big_endian }),
+        false => Need::AtLeast(FILE_HEADER_LEN),
+    })
+}
 
-    fn next_record(&mut self, big_endian: bool) -> Result<Option<Unit>, Error> {
-        if self.buffer.len() < RECORD_HEADER_LEN {
-            return Ok(None);
-        }
-        let incl = read_u32(&self.buffer[8..12], big_endian) as usize;
-        if incl > MAX_SNAPLEN as usize {
-            return Err(malformed(&format!(
-                "a record of {incl} bytes, above the limit of {MAX_SNAPLEN}"
-            )));
-        }
-        let len = RECORD_HEADER_LEN + incl;
-        if self.buffer.len() < len {
-            return Ok(None);
-        }
-        Ok(Some(Unit::Packet {
-            bytes: self.buffer.split_to(len).freeze(),
-            drops: 0,
-        }))
+fn record(buffer: &[u8], big_endian: bool) -> Result<Need, Error> {
+    let Some(header) = buffer.get(..RECORD_HEADER_LEN) else {
+        return Ok(Need::AtLeast(RECORD_HEADER_LEN));
+    };
+    let incl = read_u32(&header[8..12], big_endian) as usize;
+    if incl > MAX_SNAPLEN as usize {
+        return Err(malformed(&format!(
+            "a record of {incl} bytes, above the limit of {MAX_SNAPLEN}"
+        )));
     }
+    let len = RECORD_HEADER_LEN + incl;
+    Ok(match buffer.len() >= len {
+        true => Need::Whole(len, Shape::PcapRecord),
+        false => Need::AtLeast(len),
+    })
+}
 
-    fn next_block(&mut self, big_endian: bool) -> Result<Option<Unit>, Error> {
-        if self.buffer.len() < 8 {
-            return Ok(None);
-        }
-        let block_type = read_u32(&self.buffer[0..4], big_endian);
-        let len = read_u32(&self.buffer[4..8], big_endian) as usize;
-        if len < 12 || len % 4 != 0 || len > MAX_BLOCK {
-            return Err(malformed(&format!(
-                "a pcapng block of impossible length {len}"
-            )));
-        }
-        if self.buffer.len() < len {
-            return Ok(None);
-        }
-        if read_u32(&self.buffer[len - 4..len], big_endian) as usize != len {
-            return Err(malformed("a pcapng block whose two lengths differ"));
-        }
-        let bytes = self.buffer.split_to(len).freeze();
-        Ok(Some(match block_type {
-            SECTION_HEADER | INTERFACE_DESCRIPTION => Unit::Header(bytes),
-            ENHANCED_PACKET => {
-                let drops = epb_drops(&bytes, big_endian);
-                Unit::Packet { bytes, drops }
-            }
-            _ => Unit::Other(bytes),
-        }))
+fn block(buffer: &[u8], big_endian: bool) -> Result<Need, Error> {
+    let Some(header) = buffer.get(..8) else {
+        return Ok(Need::AtLeast(8));
+    };
+    let len = read_u32(&header[4..8], big_endian) as usize;
+    if len < 12 || len % 4 != 0 || len > MAX_BLOCK {
+        return Err(malformed(&format!(
+            "a pcapng block of impossible length {len}"
+        )));
     }
+    if buffer.len() < len {
+        return Ok(Need::AtLeast(len));
+    }
+    if read_u32(&buffer[len - 4..len], big_endian) as usize != len {
+        return Err(malformed("a pcapng block whose two lengths differ"));
+    }
+    Ok(Need::Whole(len, Shape::Block { big_endian }))
 }
 
 /// Reads `epb_dropcount` from an enhanced packet block, 0 when absent or unreadable.
@@ -267,80 +324,5 @@ fn malformed(reason: &str) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::encoder::Stored;
-    use crate::{Encoder, Format, Meta, Options, Path, Timestamp};
-
-    fn stream(format: Format, drops: u64) -> BytesMut {
-        let encoder = Encoder::new(Options::new().format(format));
-        let mut out = BytesMut::new();
-        encoder.put_header(&mut out);
-        for i in 0..5u8 {
-            let d = if i == 3 { drops } else { 0 };
-            let stored = Stored {
-                path: Path::from(u16::from(i)),
-                ts: Timestamp::new(1, 2),
-                packet: &[i; 33],
-                orig_len: 33,
-                meta: &Meta::new(),
-                note: None,
-            };
-            encoder.put_stored(&mut out, &stored, d);
-        }
-        out
-    }
-
-    #[test]
-    fn byte_by_byte_gives_whole_units() {
-        for format in [
-            Format::Pcap,
-            Format::RawIp,
-            Format::Pcapng,
-            Format::Tailscale,
-        ] {
-            let bytes = stream(format, 7);
-            let mut framer = Framer::new();
-            let mut units = Vec::new();
-            for b in bytes.iter() {
-                framer.push(&[*b]);
-                while let Some(unit) = framer.next_unit().unwrap() {
-                    units.push(unit);
-                }
-            }
-            let packets: Vec<u64> = units
-                .iter()
-                .filter_map(|u| match u {
-                    Unit::Packet { drops, .. } => Some(*drops),
-                    _ => None,
-                })
-                .collect();
-            assert_eq!(packets.len(), 5, "{format:?}");
-            let joined: Vec<u8> = units
-                .iter()
-                .flat_map(|u| match u {
-                    Unit::Header(b) | Unit::Other(b) | Unit::Packet { bytes: b, .. } => b.to_vec(),
-                })
-                .collect();
-            assert_eq!(joined, bytes.to_vec());
-            if format == Format::Pcapng {
-                assert_eq!(packets, [0, 0, 0, 7, 0]);
-            }
-            assert_eq!(framer.buffered(), 0);
-        }
-    }
-
-    #[test]
-    fn garbage_is_refused() {
-        let mut framer = Framer::new();
-        framer.push(b"HTTP/1.1 200 OK\r\n");
-        assert!(matches!(framer.next_unit(), Err(Error::Malformed { .. })));
-
-        let mut framer = Framer::new();
-        let mut bytes = stream(Format::Pcap, 0);
-        bytes[24 + 8..24 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
-        framer.push(&bytes);
-        assert!(framer.next_unit().unwrap().is_some());
-        assert!(framer.next_unit().is_err());
-    }
-}
+#[path = "framer_tests.rs"]
+mod tests;

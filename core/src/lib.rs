@@ -84,6 +84,7 @@ pub mod tailscale;
 #[cfg(feature = "smoltcp")]
 mod tap;
 mod time;
+pub mod transcode;
 mod waiters;
 
 pub use bpf::Bpf;

@@ -2,6 +2,9 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+use crate::Error;
 
 /// What the datapath knows about a packet beyond its bytes: the source it had before
 /// SNAT and the destination it had before DNAT (Tailscale's `CaptureMeta`).
@@ -152,6 +155,52 @@ impl fmt::Display for Meta {
     }
 }
 
+/// Reads what [`Meta`]'s `Display` writes, the pcapng comment: `snat ADDR:PORT`, then
+/// `dnat ADDR:PORT`, each only when present, at least one of them.
+///
+/// # Examples
+///
+/// ```
+/// use pcapcast_core::Meta;
+///
+/// let meta: Meta = "snat 100.64.0.7:1000 dnat [fd7a:115c:a1e0::9]:443".parse()?;
+/// assert_eq!(meta.original_dst(), Some("[fd7a:115c:a1e0::9]:443".parse().unwrap()));
+/// assert!("the first record logged after this output attached".parse::<Meta>().is_err());
+/// # Ok::<(), pcapcast_core::Error>(())
+/// ```
+impl FromStr for Meta {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Meta, Error> {
+        let not_nat = || Error::Malformed {
+            reason: format!("{text:?} is not `snat ADDR:PORT dnat ADDR:PORT`"),
+        };
+        let mut words = text.split(' ');
+        let mut meta = Meta::new();
+        let mut next = words.next();
+        if next == Some("snat") {
+            let addr = words
+                .next()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(not_nat)?;
+            meta = meta.snat(addr);
+            next = words.next();
+        }
+        if next == Some("dnat") {
+            let addr = words
+                .next()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(not_nat)?;
+            meta = meta.dnat(addr);
+            next = words.next();
+        }
+        match (next, meta.is_empty()) {
+            (None, false) => Ok(meta),
+            _ => Err(not_nat()),
+        }
+    }
+}
+
 /// The address bytes Tailscale's framing writes for an original address: 4 for IPv4,
 /// 16 for IPv6 (a v4-mapped IPv6 address stays 16, as Go's `netip.Addr.AsSlice`).
 pub(crate) fn address_bytes(addr: Option<SocketAddr>) -> ([u8; 16], usize) {
@@ -218,5 +267,29 @@ mod tests {
         assert_eq!(Meta::new().dnat(v4).to_string(), "dnat 100.64.0.9:53");
         assert_eq!(Meta::new().snat(v4).to_string(), "snat 100.64.0.9:53");
         assert_eq!(Meta::new().to_string(), "");
+    }
+
+    #[test]
+    fn display_reads_back_and_nothing_else_does() {
+        let v4: SocketAddr = "100.64.0.7:0".parse().unwrap();
+        let v6: SocketAddr = "[::ffff:1.2.3.4]:65535".parse().unwrap();
+        for meta in [
+            Meta::new().snat(v4),
+            Meta::new().dnat(v6),
+            Meta::new().snat(v6).dnat(v4),
+        ] {
+            assert_eq!(meta.to_string().parse::<Meta>(), Ok(meta));
+        }
+        for text in [
+            "",
+            "snat",
+            "dnat 1.2.3.4",
+            "dnat 1.2.3.4:5 snat 1.2.3.4:5",
+            "snat 1.2.3.4:5 dnat 1.2.3.4:5 more",
+            "snat 1.2.3.4:5  dnat 1.2.3.4:5",
+            crate::encoder::LIVE_NOTE,
+        ] {
+            assert!(text.parse::<Meta>().is_err(), "{text:?}");
+        }
     }
 }

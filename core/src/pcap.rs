@@ -133,14 +133,30 @@ pub fn put_seed_record(
     packet: &[u8],
     orig_len: usize,
 ) -> usize {
+    let before = out.len();
+    let body = put_seed_head(out, resolution, snaplen, ts, path, packet.len(), orig_len);
+    out.extend_from_slice(&packet[..body]);
+    out.len() - before
+}
+
+/// The first part of [`put_seed_record`]: the header and the path, for a packet of
+/// which `kept` bytes are at hand. Returns how many of them follow.
+pub fn put_seed_head(
+    out: &mut BytesMut,
+    resolution: TsResolution,
+    snaplen: u32,
+    ts: Timestamp,
+    path: Path,
+    kept: usize,
+    orig_len: usize,
+) -> usize {
     let tag = u16::from(path).to_le_bytes();
     let orig = saturating_u32(orig_len.saturating_add(PATH_LEN));
-    let incl = (PATH_LEN + packet.len()).min(snaplen as usize);
+    let incl = (PATH_LEN + kept).min(snaplen as usize);
     put_record_header(out, resolution, ts, incl as u32, orig);
     let tag_len = incl.min(PATH_LEN);
     out.extend_from_slice(&tag[..tag_len]);
-    out.extend_from_slice(&packet[..incl - tag_len]);
-    RECORD_HEADER_LEN + incl
+    incl - tag_len
 }
 
 /// Appends one raw-IP record: the header and the packet cut to `snaplen`. Returns the
@@ -153,10 +169,24 @@ pub fn put_raw_record(
     packet: &[u8],
     orig_len: usize,
 ) -> usize {
-    let incl = packet.len().min(snaplen as usize);
+    let body = put_raw_head(out, resolution, snaplen, ts, packet.len(), orig_len);
+    out.extend_from_slice(&packet[..body]);
+    RECORD_HEADER_LEN + body
+}
+
+/// The first part of [`put_raw_record`]: the header, for a packet of which `kept`
+/// bytes are at hand. Returns how many of them follow.
+pub fn put_raw_head(
+    out: &mut BytesMut,
+    resolution: TsResolution,
+    snaplen: u32,
+    ts: Timestamp,
+    kept: usize,
+    orig_len: usize,
+) -> usize {
+    let incl = kept.min(snaplen as usize);
     put_record_header(out, resolution, ts, incl as u32, saturating_u32(orig_len));
-    out.extend_from_slice(&packet[..incl]);
-    RECORD_HEADER_LEN + incl
+    incl
 }
 
 pub(crate) fn saturating_u32(n: usize) -> u32 {

@@ -84,15 +84,42 @@ pub fn put_record(
     packet: &[u8],
     orig_len: usize,
 ) -> usize {
+    let before = out.len();
+    let body = put_head(
+        out,
+        resolution,
+        snaplen,
+        ts,
+        path,
+        meta,
+        packet.len(),
+        orig_len,
+    );
+    out.put_slice(&packet[..body]);
+    out.len() - before
+}
+
+/// The first part of [`put_record`]: the header and the prefix, for a packet of which
+/// `kept` bytes are at hand. Returns how many of them follow.
+#[allow(clippy::too_many_arguments)] // as `put_record`
+pub fn put_head(
+    out: &mut BytesMut,
+    resolution: TsResolution,
+    snaplen: u32,
+    ts: Timestamp,
+    path: Path,
+    meta: &Meta,
+    kept: usize,
+    orig_len: usize,
+) -> usize {
     let (prefix, prefix_len) = prefix(path, meta);
     let orig = saturating_u32(orig_len.saturating_add(prefix_len));
-    let incl = (prefix_len + packet.len()).min(snaplen as usize);
+    let incl = (prefix_len + kept).min(snaplen as usize);
     out.reserve(RECORD_HEADER_LEN + incl);
     put_record_header(out, resolution, ts, incl as u32, orig);
     let kept_prefix = incl.min(prefix_len);
     out.put_slice(&prefix[..kept_prefix]);
-    out.put_slice(&packet[..incl - kept_prefix]);
-    RECORD_HEADER_LEN + incl
+    incl - kept_prefix
 }
 
 #[cfg(test)]

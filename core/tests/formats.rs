@@ -1,11 +1,14 @@
 //! Every format, for arbitrary packets, times, paths and options, reads back with
-//! pcap-parser and pcap-file as what was logged.
+//! pcap-parser and pcap-file as what was logged; the classic formats written from pcapng
+//! are those the capture writes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_lite::{future::block_on, StreamExt};
-use pcapcast_core::{Capture, Format, Meta, Options, Path, TsResolution};
+use pcapcast_core::framer::Framer;
+use pcapcast_core::transcode::Transcoder;
+use pcapcast_core::{Capture, Format, History, Meta, Options, Path, TsResolution};
 use proptest::prelude::*;
 
 mod support;
@@ -210,6 +213,50 @@ proptest! {
             let other = support::parse_with_pcap_file_as(&bytes, framing);
             prop_assert_eq!(&other.records, &file.records);
         }
+    }
+}
+
+/// The classic formats written from what the daemon sends in pcapng (what `pcapcast
+/// capture` does, to know the losses) are byte for byte what it sends in that format.
+fn transcoded(pcapng: &[u8], options: &Options) -> Vec<u8> {
+    let mut framer = Framer::new();
+    framer.push(pcapng);
+    let mut transcoder = Transcoder::new(options.clone());
+    let mut file = bytes::BytesMut::new();
+    while let Some(unit) = framer.next_unit().expect("the daemon's pcapng frames") {
+        transcoder
+            .put_unit(&unit, &mut file)
+            .expect("the daemon's pcapng reads");
+    }
+    assert_eq!(framer.buffered(), 0);
+    file.to_vec()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn classic_formats_transcoded_from_pcapng_are_byte_exact(
+        wanted in options().prop_filter("a classic format", |o| o.get_format() != Format::Pcapng),
+        history in any::<bool>(),
+        packets in prop::collection::vec((path(), when(), packet(), meta()), 0..12),
+    ) {
+        let capture = Capture::builder().retain(4 << 20).build();
+        let wanted = if history { wanted.history(History::All) } else { wanted };
+        // Half the records are history: the first live record then carries a note.
+        let (before, after) = packets.split_at(packets.len() / 2);
+        let log = |records: &[(Path, SystemTime, Vec<u8>, Meta)]| {
+            for (path, when, packet, meta) in records {
+                capture.log_packet_with(*path, *when, packet, meta);
+            }
+        };
+        log(before);
+        let mut direct = capture.subscribe(wanted.clone());
+        let mut pcapng = capture.subscribe(Transcoder::upstream(&wanted));
+        log(after);
+        capture.close();
+        let (direct, pcapng) = (drain(&mut direct), drain(&mut pcapng));
+        prop_assert_eq!(transcoded(&pcapng, &wanted), direct);
     }
 }
 

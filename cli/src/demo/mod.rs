@@ -106,6 +106,9 @@ pub struct DemoArgs {
 /// What the demo retains unless told: 16 MiB.
 const DEFAULT_RETAIN: usize = 16 << 20;
 
+/// How long a stopped demo waits for its outputs to hand out their backlogs.
+const DRAIN_AFTER_CLOSE: Duration = Duration::from_secs(2);
+
 /// The slowest `--rate`: one round a day.
 const MIN_RATE: f64 = 1.0 / 86_400.0;
 
@@ -199,6 +202,17 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         }
     };
     capture.close();
+    // Each output's stream ends once its backlog is written: readers get that, and the
+    // daemon's word on what each was handed and lost, unless one is stalled.
+    let (closed, attached) = (Instant::now(), capture.num_outputs() > 0);
+    while capture.num_outputs() > 0 && closed.elapsed() < DRAIN_AFTER_CLOSE {
+        thread::sleep(Duration::from_millis(10));
+    }
+    if attached {
+        // An output is gone once its stream ended; its connection still writes the
+        // stream's last bytes and its end.
+        thread::sleep(Duration::from_millis(200));
+    }
     datapath.stop();
     if let Some(pushing) = pushing {
         pushing.finish(Duration::from_secs(2)); // the collector gets what the push holds
@@ -463,13 +477,15 @@ fn record(
             break;
         }
         match next_within(&mut output, Duration::from_millis(100)) {
-            Poll::Ready(Some(bytes)) => match recorder.feed(&bytes) {
+            Poll::Ready(Some(bytes)) => match recorder.feed(bytes) {
                 Ok(Flow::More) => {}
                 Ok(Flow::Done) => break,
                 Err(e) => return Err(format!("{}: {e}", path.display())),
             },
             Poll::Ready(None) => break,
-            Poll::Pending => {}
+            Poll::Pending => recorder
+                .tick()
+                .map_err(|e| format!("{}: {e}", path.display()))?,
         }
         line.update(recorder.counts());
     }
