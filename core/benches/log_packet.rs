@@ -437,6 +437,29 @@ fn capture_unread(bencher: Bencher, size: usize) {
     bencher.bench(|| capture.log_packet(Path::FromPeer, when, black_box(&packet)));
 }
 
+/// The idle call the way a datapath writes it, clock included: sixteen calls with no
+/// output attached, each reading the time as `log_packet(path, SystemTime::now(), ..)`
+/// would, against `log_packet_now`, which reads it only when it keeps the packet (the
+/// time per call is the figure / 16).
+#[divan::bench(args = ["log_packet(now())", "log_packet_now"])]
+fn capture_idle_with_clock_x16(bencher: Bencher, call: &str) {
+    let capture = Capture::new();
+    let packet = packet(1500);
+    let now = call == "log_packet_now";
+    bencher
+        .counter(divan::counter::ItemsCount::new(16usize))
+        .bench(|| {
+            let packet = black_box(&packet[..]);
+            for _ in 0..16 {
+                if now {
+                    capture.log_packet_now(Path::FromPeer, packet);
+                } else {
+                    capture.log_packet(Path::FromPeer, SystemTime::now(), packet);
+                }
+            }
+        });
+}
+
 /// Sixteen calls with no output attached per iteration, so that divan's own cost per
 /// iteration is spread over them: the time per call is this figure / 16.
 #[divan::bench]
