@@ -10,8 +10,9 @@ use pcapcast_tests::{temp_dir, wait_until};
 
 use super::{exit_within, signal, PCAPCAST};
 
-/// What the daemon logged when the capture's output went: `capture detached ...
-/// records=N bytes=B dropped=D`.
+/// What the daemon logged when the capture's output went (`capture detached ...
+/// dropped=D`) and when its connection ended (`capture delivered records=N bytes=B`:
+/// what the socket took).
 #[derive(Debug, PartialEq, Eq)]
 struct Detached {
     records: u64,
@@ -19,19 +20,19 @@ struct Detached {
 }
 
 fn detached(log: &str) -> Detached {
-    let line = log
-        .lines()
-        .find(|line| line.contains("capture detached"))
-        .unwrap_or_else(|| panic!("the daemon logs the output's end:\n{log}"));
-    let field = |name: &str| -> u64 {
+    let field = |event: &str, name: &str| -> u64 {
+        let line = log
+            .lines()
+            .find(|line| line.contains(event))
+            .unwrap_or_else(|| panic!("the daemon logs {event:?}:\n{log}"));
         line.split_whitespace()
             .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in {line:?}"))
     };
     Detached {
-        records: field("records"),
-        dropped: field("dropped"),
+        records: field("capture delivered", "records"),
+        dropped: field("capture detached", "dropped"),
     }
 }
 
