@@ -114,6 +114,9 @@ pub fn run<W: Output>(
     let mut live = daemons.len();
     let started = Instant::now();
     let mut flow = Flow::More;
+    // Nothing is written, the section header included, until a daemon has answered
+    // with data: an existing output file stays as it was when none does.
+    let mut answered = false;
     while flow == Flow::More && live > 0 {
         let wait = merge
             .next_due()
@@ -121,6 +124,7 @@ pub fn run<W: Output>(
             .min(TICK);
         match rx.recv_timeout(wait) {
             Ok(Message::Data(i, bytes)) if !parts[i].ended => {
+                answered = true;
                 if let Err(e) = merge.push(i, &bytes, Instant::now()) {
                     line.say(&format!(
                         "pcapcast: {}: {e}; its part ends here, the others go on",
@@ -160,7 +164,9 @@ pub fn run<W: Output>(
             Err(RecvTimeoutError::Disconnected) => live = 0,
         }
         let now = Instant::now();
-        flow = write_due(&mut recorder, &mut parts, || merge.pop(now), &mut failure);
+        if answered {
+            flow = write_due(&mut recorder, &mut parts, || merge.pop(now), &mut failure);
+        }
         line.update_with(|| describe(recorder.counts(), daemons, &parts));
         let out_of_time = limits.duration.is_some_and(|d| started.elapsed() >= d);
         if out_of_time || stop.load(Ordering::Relaxed) {
@@ -169,7 +175,7 @@ pub fn run<W: Output>(
     }
     // What the window holds is whole and in order: it goes in, unless the count is
     // reached or the output failed.
-    if flow == Flow::More {
+    if flow == Flow::More && answered {
         write_due(&mut recorder, &mut parts, || merge.drain(), &mut failure);
     }
     for flag in &flags {

@@ -14,10 +14,14 @@ use crate::recorder::Output;
 pub enum Sink {
     /// `-o FILE`.
     File {
-        /// The file, created (truncated) at the start.
+        /// The file, opened at the start without cutting what it holds: it is emptied
+        /// at the first write, which comes only once the daemon has answered 200, so a
+        /// daemon that is not there or refuses leaves an existing capture as it was.
         file: File,
         /// Its name, as given.
         path: String,
+        /// Whether the first write has emptied it.
+        started: bool,
     },
     /// `-o -`: stdout's descriptor, written without std's line buffer in between.
     Stdout(File),
@@ -56,7 +60,7 @@ impl Sink {
     /// After a capture that is not whole: a file left empty (no header came) is
     /// removed, so that no 0-byte file passes for a capture.
     pub fn remove_if_empty(&self) {
-        if let Sink::File { file, path } = self {
+        if let Sink::File { file, path, .. } = self {
             if file.metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
                 let _ = std::fs::remove_file(path);
             }
@@ -77,10 +81,24 @@ fn hung_up(fd: &impl AsFd) -> bool {
         && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP)
 }
 
+impl Sink {
+    /// The file to write, emptied on its first write.
+    fn started(file: &mut File, started: &mut bool) -> io::Result<()> {
+        if !*started {
+            file.set_len(0)?;
+            *started = true;
+        }
+        Ok(())
+    }
+}
+
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Sink::File { file, .. } => file.write(buf),
+            Sink::File { file, started, .. } => {
+                Sink::started(file, started)?;
+                file.write(buf)
+            }
             Sink::Stdout(w) => w.write(buf),
             Sink::Viewer { stdin, .. } => stdin.write(buf),
         }
@@ -89,7 +107,10 @@ impl Write for Sink {
     /// One `writev` for what the recorder gathered.
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Sink::File { file, .. } => file.write_vectored(bufs),
+            Sink::File { file, started, .. } => {
+                Sink::started(file, started)?;
+                file.write_vectored(bufs)
+            }
             Sink::Stdout(w) => w.write_vectored(bufs),
             Sink::Viewer { stdin, .. } => stdin.write_vectored(bufs),
         }
@@ -107,6 +128,8 @@ impl Write for Sink {
 impl Output for Sink {
     fn cut_back(&mut self, len: u64) -> io::Result<bool> {
         match self {
+            // Nothing written yet: what the file holds is not this capture's.
+            Sink::File { started: false, .. } => Ok(true),
             // Stdout redirected to a file is cut back as that file.
             Sink::File { file, .. } | Sink::Stdout(file) => file.cut_back(len),
             Sink::Viewer { .. } => Ok(false),
@@ -156,10 +179,15 @@ pub fn open(output: Option<&str>, tshark: bool) -> Result<Sink, String> {
             .try_clone_to_owned()
             .map(|fd| Sink::Stdout(File::from(fd)))
             .map_err(|e| format!("cannot write to stdout: {e}")),
-        Some(path) => File::create(path)
+        Some(path) => std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
             .map(|file| Sink::File {
                 file,
                 path: path.to_owned(),
+                started: false,
             })
             .map_err(|e| format!("cannot create {path}: {e}")),
         None => {

@@ -36,7 +36,8 @@ use drops::{
 #[path = "e2e/robust.rs"]
 mod robust;
 use robust::{
-    a_daemon_killed_mid_capture_exits_2, a_full_disk_leaves_whole_records_and_true_counts,
+    a_daemon_killed_mid_capture_exits_2, a_failed_attach_keeps_the_output_file,
+    a_full_disk_leaves_whole_records_and_true_counts,
     a_reader_that_leaves_ends_a_capture_with_nothing_to_write,
     a_socket_path_that_is_no_socket_is_named, a_web_servers_error_page_is_one_line,
     broken_streams_exit_2_on_a_whole_record,
@@ -879,6 +880,7 @@ on_both_runtimes!(
     a_lagging_capture_counts_the_daemons_drops_in_raw,
     a_lagging_capture_counts_the_daemons_drops_in_tailscale,
     a_lagging_capture_counts_the_daemons_drops_in_pcapng,
+    a_failed_attach_keeps_the_output_file,
 );
 
 /// A file removed when the test ends, passed or failed.

@@ -383,3 +383,53 @@ fn capture_help_documents_the_exit_status() {
         "bad usage is 1, not clap's 2 (a cut capture)"
     );
 }
+
+/// A failed attach leaves an existing capture as it was: no daemon, a refusal, several
+/// daemons none of which is there. A capture that is answered replaces it.
+pub(super) fn a_failed_attach_keeps_the_output_file(runtime: &str) {
+    let dir = temp_dir("keep-file");
+    let file = dir.join("precious.pcap");
+    let precious = b"an earlier capture, 1.7 MB in real life".to_vec();
+    let capture = |connects: &[String]| {
+        std::fs::write(&file, &precious).unwrap();
+        let mut command = Command::new("timeout");
+        command.args(["30", PCAPCAST, "capture", "-q", "--runtime", runtime]);
+        for connect in connects {
+            command.args(["--connect", connect]);
+        }
+        let out = command.arg("-o").arg(&file).output().unwrap();
+        (out.status.code(), std::fs::read(&file).unwrap_or_default())
+    };
+    let missing = format!("unix:{}", dir.join("nobody.sock").display());
+    let (code, kept) = capture(std::slice::from_ref(&missing));
+    assert_eq!(
+        (code, kept.as_slice()),
+        (Some(1), precious.as_slice()),
+        "{runtime}: no daemon"
+    );
+    let refusal = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 4\r\n\r\nno.\n".to_vec();
+    let (target, server) = serve_once(refusal);
+    let (code, kept) = capture(&[target]);
+    server.join().unwrap();
+    assert_eq!(
+        (code, kept.as_slice()),
+        (Some(1), precious.as_slice()),
+        "{runtime}: a 401"
+    );
+    let other = format!("unix:{}", dir.join("nobody-else.sock").display());
+    let (code, kept) = capture(&[missing, other]);
+    assert_ne!(code, Some(0), "{runtime}: several daemons, none there");
+    assert_eq!(kept, precious, "{runtime}: several daemons, none there");
+    // Answered: the file is the capture now.
+    let (header, records) = header_and_records();
+    let body = [CHUNKED_200, &chunk(&header), &chunk(&records), LAST_CHUNK].concat();
+    let (target, server) = serve_once(body);
+    let (code, written) = capture(&[target]);
+    server.join().unwrap();
+    assert_eq!(code, Some(0), "{runtime}");
+    assert_eq!(
+        written,
+        [header, records].concat(),
+        "{runtime}: the capture replaced it"
+    );
+}
