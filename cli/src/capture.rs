@@ -21,9 +21,11 @@ use crate::{FormatArgs, HistoryArgs, LimitArgs, RuntimeKind};
 #[derive(Debug, Args)]
 #[command(after_help = EXIT_STATUS, after_long_help = format!("{MERGING}\n\n{EXIT_STATUS}"))]
 pub struct CaptureArgs {
-    /// The daemon's endpoint: unix:PATH or tcp:HOST:PORT (default: the default socket,
-    /// the one `pcapcast demo` serves). Repeat it to capture several daemons into one
-    /// pcapng, merged in time order (see below).
+    /// The daemon's endpoint: unix:PATH, tcp:HOST:PORT or http://HOST:PORT, followed by
+    /// the capture's HTTP path where the daemon mounted it elsewhere than /capture
+    /// (tcp:127.0.0.1:8080/debug/capture, unix:/run/d.sock/debug/capture). Default: the
+    /// default socket, the one `pcapcast demo` serves. Repeat it to capture several
+    /// daemons into one pcapng, merged in time order (see below).
     #[arg(long, value_name = "ENDPOINT")]
     connect: Vec<Target>,
     /// Bearer token for a TCP endpoint. With several --connect, a --token belongs to
@@ -185,7 +187,7 @@ pub fn run(args: CaptureArgs, matches: Option<&ArgMatches>) -> Outcome {
             .connect
             .first()
             .cloned()
-            .unwrap_or_else(|| Target::Unix(default_socket())),
+            .unwrap_or_else(|| Target::unix(default_socket())),
         query: to_query(&asked),
         token: args.token.first().cloned(),
     };

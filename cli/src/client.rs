@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::header::{AUTHORIZATION, HOST};
 use hyper::Request;
 
-use crate::target::Target;
+use crate::target::{Endpoint, Target};
 use crate::RuntimeKind;
 
 /// How often the handler hears a tick from the client, data or not (for limits,
@@ -113,15 +113,15 @@ async fn run_smol(ask: &Ask, handler: impl FnMut(Event) -> Next) -> Result<End, 
     let sleep = |d| async move {
         smol::Timer::after(d).await;
     };
-    match &ask.target {
-        Target::Unix(path) => {
+    match &ask.target.endpoint {
+        Endpoint::Unix(path) => {
             // async-io's own streams: the smol adapter's notes (net.rs) say why.
             let stream = async_io::Async::<std::os::unix::net::UnixStream>::connect(path)
                 .await
                 .map_err(|e| connect_error(&ask.target, &e))?;
             session(FuturesIo::new(stream), sleep, ask, handler).await
         }
-        Target::Tcp(addr) => {
+        Endpoint::Tcp(addr) => {
             let stream = connect_tcp(addr)
                 .await
                 .map_err(|e| connect_error(&ask.target, &e))?;
@@ -149,14 +149,14 @@ async fn connect_tcp(addr: &str) -> std::io::Result<async_io::Async<std::net::Tc
 
 async fn run_tokio(ask: &Ask, handler: impl FnMut(Event) -> Next) -> Result<End, String> {
     use hyper_util::rt::TokioIo;
-    match &ask.target {
-        Target::Unix(path) => {
+    match &ask.target.endpoint {
+        Endpoint::Unix(path) => {
             let stream = tokio::net::UnixStream::connect(path)
                 .await
                 .map_err(|e| connect_error(&ask.target, &e))?;
             session(TokioIo::new(stream), tokio::time::sleep, ask, handler).await
         }
-        Target::Tcp(addr) => {
+        Endpoint::Tcp(addr) => {
             let stream = tokio::net::TcpStream::connect(addr.as_str())
                 .await
                 .map_err(|e| connect_error(&ask.target, &e))?;
@@ -197,11 +197,12 @@ where
     let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io)
         .await
         .map_err(|e| format!("{}: HTTP handshake failed: {e}", ask.target))?;
-    let host = match &ask.target {
-        Target::Unix(_) => "localhost".to_owned(),
-        Target::Tcp(addr) => addr.clone(),
+    let host = match &ask.target.endpoint {
+        Endpoint::Unix(_) => "localhost".to_owned(),
+        Endpoint::Tcp(addr) => addr.clone(),
     };
-    let mut request = Request::post(format!("/capture?{}", ask.query)).header(HOST, host);
+    let uri = format!("{}?{}", ask.target.path, ask.query);
+    let mut request = Request::post(uri).header(HOST, host);
     if let Some(token) = &ask.token {
         request = request.header(AUTHORIZATION, format!("Bearer {token}"));
     }
@@ -242,6 +243,14 @@ where
                 true => " (an HTML page: is this a pcapcast capture endpoint?)",
                 false => "",
             };
+            if status == hyper::StatusCode::NOT_FOUND {
+                return Err(format!(
+                    "{} has no capture at {} (404): give the path it is mounted at in --connect, e.g. tcp:HOST:PORT/debug/capture{}",
+                    ask.target,
+                    ask.target.path,
+                    if reason.text.is_empty() { String::new() } else { format!(" ({})", reason.text) }
+                ));
+            }
             return Err(format!(
                 "{} refused the capture ({status}): {}{hint}",
                 ask.target, reason.text

@@ -9,7 +9,7 @@ use clap::ArgMatches;
 
 use crate::client::Ask;
 use crate::merged::Daemon;
-use crate::target::Target;
+use crate::target::{Endpoint, Target};
 
 /// A value of an option and where it stood among the arguments (`None`: from the
 /// environment).
@@ -64,7 +64,7 @@ pub fn pair(
                      put the others after the --connect they belong to"
                     .into())
             }
-            Some(i) if matches!(connect[i].value, Target::Unix(_)) => {
+            Some(i) if matches!(connect[i].value.endpoint, Endpoint::Unix(_)) => {
                 return Err(format!(
                     "--token after --connect {}: a Unix socket takes no token (its file mode guards it)",
                     connect[i].value
@@ -100,9 +100,9 @@ pub fn pair(
                 "{name:?} would name two daemons (or none): give each its own --name"
             ));
         }
-        let token = match target {
-            Target::Tcp(_) => token.or_else(|| default_token.clone()),
-            Target::Unix(_) => None,
+        let token = match target.endpoint {
+            Endpoint::Tcp(_) => token.or_else(|| default_token.clone()),
+            Endpoint::Unix(_) => None,
         };
         let ask = Ask {
             target,

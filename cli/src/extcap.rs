@@ -66,7 +66,7 @@ fn has(args: &[String], flag: &str) -> bool {
 pub fn run(args: &[String]) -> ExitCode {
     let interface = value_of(args, "--extcap-interface");
     if has(args, "--extcap-interfaces") {
-        let target = Target::Unix(default_socket());
+        let target = Target::unix(default_socket());
         println!(
             "extcap {{version={}}}{{help=https://github.com/pcapcast}}",
             env!("CARGO_PKG_VERSION")
@@ -86,7 +86,7 @@ pub fn run(args: &[String]) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if has(args, "--extcap-config") {
-        let target = Target::Unix(default_socket());
+        let target = Target::unix(default_socket());
         println!(
             "arg {{number=0}}{{call=--connect}}{{display=Daemon endpoint}}{{type=string}}{{default={target}}}{{tooltip=unix:PATH or tcp:HOST:PORT}}"
         );
@@ -140,7 +140,7 @@ fn capture(args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("cannot open the fifo {fifo}: {e}"))?;
     let target = match value_of(args, "--connect").filter(|v| !v.is_empty()) {
         Some(text) => text.parse::<Target>()?,
-        None => Target::Unix(default_socket()),
+        None => Target::unix(default_socket()),
     };
     let format = match value_of(args, "--format").filter(|v| !v.is_empty()) {
         Some(name) => name.parse::<Format>().map_err(|e| e.to_string())?,

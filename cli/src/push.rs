@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::ValueEnum;
 use pcapcast_core::{Capture, Format, Options};
 
-use crate::target::Target;
+use crate::target::{Endpoint, Target};
 use crate::RuntimeKind;
 
 /// What a push sends.
@@ -33,13 +33,19 @@ impl From<PushFormat> for Format {
 
 /// Reads `tcp:HOST:PORT`, resolved once, now, to its first address.
 pub fn parse_collector(s: &str) -> Result<SocketAddr, String> {
-    match s.parse::<Target>()? {
-        Target::Tcp(addr) => addr
+    let target = s.parse::<Target>()?;
+    if target.path != pcapcast_core::endpoint::CAPTURE_PATH {
+        return Err(format!(
+            "{s:?}: a collector takes no HTTP path: give tcp:HOST:PORT"
+        ));
+    }
+    match target.endpoint {
+        Endpoint::Tcp(addr) => addr
             .to_socket_addrs()
             .map_err(|e| format!("{addr}: {e}"))?
             .next()
             .ok_or_else(|| format!("{addr} resolves to no address")),
-        Target::Unix(_) => Err(format!(
+        Endpoint::Unix(_) => Err(format!(
             "{s:?}: a collector listens on TCP: give tcp:HOST:PORT"
         )),
     }

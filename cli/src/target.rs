@@ -5,43 +5,99 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-/// A capture endpoint to connect to.
+/// A capture endpoint to connect to: where the daemon listens, and the HTTP path of
+/// its capture (`/capture` unless the daemon mounted it elsewhere).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
+pub struct Target {
+    /// The socket.
+    pub endpoint: Endpoint,
+    /// The HTTP path, from `/`.
+    pub path: String,
+}
+
+/// Where a daemon listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
     /// A Unix socket.
     Unix(PathBuf),
-    /// A TCP address.
+    /// A TCP address, `HOST:PORT`.
     Tcp(String),
+}
+
+/// The path of pcapcast's own endpoint (`HttpServer`).
+const CAPTURE_PATH: &str = pcapcast_core::endpoint::CAPTURE_PATH;
+
+impl Target {
+    /// The Unix socket at `path`, its capture at `/capture`.
+    pub fn unix(path: PathBuf) -> Target {
+        Target {
+            endpoint: Endpoint::Unix(path),
+            path: CAPTURE_PATH.to_owned(),
+        }
+    }
+
+    fn at(endpoint: Endpoint, path: &str) -> Target {
+        let path = match path {
+            "" | "/" => CAPTURE_PATH.to_owned(),
+            path => path.to_owned(),
+        };
+        Target { endpoint, path }
+    }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Target::Unix(path) => write!(f, "unix:{}", path.display()),
-            Target::Tcp(addr) => write!(f, "tcp:{addr}"),
+        match &self.endpoint {
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display())?,
+            Endpoint::Tcp(addr) => write!(f, "tcp:{addr}")?,
         }
+        if self.path != CAPTURE_PATH {
+            f.write_str(&self.path)?;
+        }
+        Ok(())
     }
 }
 
 impl FromStr for Target {
     type Err = String;
 
+    /// `unix:PATH`, `tcp:HOST:PORT` or `http://HOST:PORT`, each with the capture's
+    /// HTTP path after it where the daemon mounted it elsewhere than `/capture`:
+    /// `tcp:127.0.0.1:8080/debug/capture`, `unix:/run/d.sock/debug/capture` (the socket
+    /// is the longest leading part of the path that is not a folder).
     fn from_str(s: &str) -> Result<Target, String> {
         if let Some(path) = s.strip_prefix("unix:") {
-            return Ok(Target::Unix(PathBuf::from(path)));
+            let (socket, http_path) = split_socket_path(path);
+            return Ok(Target::at(Endpoint::Unix(socket), http_path));
         }
-        if let Some(addr) = s.strip_prefix("tcp:") {
-            if addr.parse::<SocketAddr>().is_ok()
-                || addr
-                    .rsplit_once(':')
-                    .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-            {
-                return Ok(Target::Tcp(addr.to_owned()));
-            }
-            return Err(format!("{addr:?} is not HOST:PORT"));
+        let Some(rest) = s.strip_prefix("tcp:").or_else(|| s.strip_prefix("http://")) else {
+            return Err(format!(
+                "{s:?}: use unix:PATH, tcp:HOST:PORT or http://HOST:PORT, with the capture's path after it if it is not /capture"
+            ));
+        };
+        let (addr, http_path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if addr.parse::<SocketAddr>().is_ok()
+            || addr
+                .rsplit_once(':')
+                .is_some_and(|(host, p)| !host.is_empty() && p.parse::<u16>().is_ok())
+        {
+            return Ok(Target::at(Endpoint::Tcp(addr.to_owned()), http_path));
         }
-        Err(format!("{s:?}: use unix:PATH or tcp:HOST:PORT"))
+        Err(format!("{addr:?} is not HOST:PORT"))
     }
+}
+
+/// Splits `unix:` text into the socket and the HTTP path after it: the socket ends at
+/// the first leading part that exists and is not a folder; where none exists, it is the
+/// whole text.
+fn split_socket_path(text: &str) -> (PathBuf, &str) {
+    for (at, _) in text.match_indices('/').skip(1) {
+        let candidate = Path::new(&text[..at]);
+        if std::fs::metadata(candidate).is_ok_and(|m| !m.is_dir()) {
+            return (candidate.to_owned(), &text[at..]);
+        }
+    }
+    (PathBuf::from(text), "")
 }
 
 impl Target {
@@ -49,7 +105,7 @@ impl Target {
     /// "a directory"...), so that a refused connection names it.
     pub fn not_a_socket(&self) -> Option<&'static str> {
         use std::os::unix::fs::FileTypeExt;
-        let Target::Unix(path) = self else {
+        let Endpoint::Unix(path) = &self.endpoint else {
             return None;
         };
         let kind = std::fs::metadata(path).ok()?.file_type();
@@ -117,19 +173,54 @@ mod tests {
 
     #[test]
     fn parses_targets() {
+        let tcp = |addr: &str, path: &str| Target {
+            endpoint: Endpoint::Tcp(addr.into()),
+            path: path.into(),
+        };
         assert_eq!(
             "unix:/run/x.sock".parse(),
-            Ok(Target::Unix("/run/x.sock".into()))
+            Ok(Target::unix("/run/x.sock".into()))
         );
         assert_eq!(
             "tcp:127.0.0.1:57012".parse(),
-            Ok(Target::Tcp("127.0.0.1:57012".into()))
+            Ok(tcp("127.0.0.1:57012", "/capture"))
         );
         assert_eq!(
             "tcp:localhost:80".parse(),
-            Ok(Target::Tcp("localhost:80".into()))
+            Ok(tcp("localhost:80", "/capture"))
         );
+        assert_eq!(
+            "tcp:127.0.0.1:8080/debug/capture".parse(),
+            Ok(tcp("127.0.0.1:8080", "/debug/capture"))
+        );
+        assert_eq!(
+            "http://[::1]:8080/".parse(),
+            Ok(tcp("[::1]:8080", "/capture"))
+        );
+        assert_eq!("http://d.lan:80/x/y".parse(), Ok(tcp("d.lan:80", "/x/y")));
         assert!("tcp:nowhere".parse::<Target>().is_err());
+        assert!("tcp::80".parse::<Target>().is_err());
         assert!("/run/x.sock".parse::<Target>().is_err());
+        assert!("https://d.lan:443/capture".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn a_unix_target_ends_its_socket_where_the_path_stops_being_a_folder() {
+        let dir = std::env::temp_dir().join(format!("pcapcast-target-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("d.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let text = format!("unix:{}/debug/capture", socket.display());
+        let target: Target = text.parse().unwrap();
+        assert_eq!(target.endpoint, Endpoint::Unix(socket.clone()));
+        assert_eq!(target.path, "/debug/capture");
+        assert_eq!(target.to_string(), text);
+        // Nothing there: all of it is the socket's path, for the error to name.
+        let missing: Target = format!("unix:{}/nobody.sock", dir.display())
+            .parse()
+            .unwrap();
+        assert_eq!(missing.endpoint, Endpoint::Unix(dir.join("nobody.sock")));
+        assert_eq!(missing.path, "/capture");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

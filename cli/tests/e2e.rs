@@ -33,6 +33,9 @@ use drops::{
     a_lagging_capture_counts_the_daemons_drops_in_raw,
     a_lagging_capture_counts_the_daemons_drops_in_tailscale,
 };
+#[path = "e2e/mounted.rs"]
+mod mounted;
+use mounted::connect_takes_the_capture_s_http_path;
 #[path = "e2e/robust.rs"]
 mod robust;
 use robust::{
@@ -881,6 +884,7 @@ on_both_runtimes!(
     a_lagging_capture_counts_the_daemons_drops_in_tailscale,
     a_lagging_capture_counts_the_daemons_drops_in_pcapng,
     a_failed_attach_keeps_the_output_file,
+    connect_takes_the_capture_s_http_path,
 );
 
 /// A file removed when the test ends, passed or failed.

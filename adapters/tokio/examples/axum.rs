@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release -p pcapcast-tokio --example axum -- 127.0.0.1:8080
 //! curl -X POST 'http://127.0.0.1:8080/debug/capture?format=pcapng' -o out.pcapng
-//! pcapcast capture --connect tcp:127.0.0.1:8080 ...   # pcapcast's CLI asks /capture: mount both
+//! pcapcast capture --connect tcp:127.0.0.1:8080/debug/capture -o out.pcap
 //! ```
 //!
 //! The app's own middleware applies to the capture route like any other: put the
@@ -53,9 +53,7 @@ async fn main() -> std::io::Result<()> {
             "/",
             get(|| async { "a daemon with its capture mounted at /debug/capture\n" }),
         )
-        // `/capture` too, where `pcapcast capture --connect tcp:...` asks.
-        .route_service("/debug/capture", endpoint.clone())
-        .route_service("/capture", endpoint);
+        .route_service("/debug/capture", endpoint);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
