@@ -6,6 +6,8 @@ use std::time::SystemTime;
 
 use event_listener::Event;
 
+mod retaining;
+
 use crate::log::{lock, try_lock, Log, MAX_STORED_PACKET};
 use crate::outputs::{Outputs, Room};
 use crate::ring::{self, RecordHeader, RingReader, RingWriter};
@@ -543,15 +545,18 @@ impl Capture {
         let path = Path::from(u16::from(path));
         let (ts, clamped) = Timestamp::from_system_time(when);
         let kept = &packet[..packet.len().min(MAX_STORED_PACKET)];
-        let header = RecordHeader {
+        let record = RecordHeader {
             ts,
             clamped,
             path,
             orig_len: crate::pcap::saturating_u32(packet.len()),
             kept_len: kept.len() as u32,
             meta_len: meta.len() as u8,
+        };
+        if shared.append_while_retaining(&record, meta, kept) {
+            return;
         }
-        .to_bytes();
+        let header = record.to_bytes();
         let written = ring::with_writer(
             shared.hot.id,
             || shared.register_ring(),

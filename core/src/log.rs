@@ -394,6 +394,21 @@ impl Log {
         self.sealed.end_seq != before
     }
 
+    /// Appends one record straight to the open batch: a datapath thread that holds the
+    /// lock while only the retention listens (see `capture/retaining.rs`). The batch is
+    /// sealed as any, when full or by the next collection.
+    pub(crate) fn append(&mut self, header: &RecordHeader, meta: &[u8], packet: &[u8]) {
+        let Log {
+            open,
+            sealed,
+            batch_bytes,
+            ..
+        } = self;
+        open.append(sealed, *batch_bytes, header, (meta, &[]), (packet, &[]));
+        self.logged += 1;
+        self.clamped += u64::from(header.clamped);
+    }
+
     /// Counts what the rings lost since the last collection, without draining them: a
     /// reader that finds no record must still see the losses behind the last one.
     pub(crate) fn take_ring_losses(&mut self) {

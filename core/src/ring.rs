@@ -271,6 +271,25 @@ pub(crate) fn with_writer<R>(
         .flatten()
 }
 
+/// Bytes this thread's ring for `capture` holds unread: 0 with no ring; `None` when
+/// the thread's state cannot be read (a thread-local destructor logging, or logging from
+/// inside a waker the datapath called).
+#[inline]
+pub(crate) fn unread_in_own_ring(capture: u64) -> Option<usize> {
+    WRITERS
+        .try_with(|writers| {
+            let writers = writers.try_borrow().ok()?;
+            Some(
+                writers
+                    .iter()
+                    .find(|w| w.capture == capture)
+                    .map_or(0, RingWriter::unread_bytes),
+            )
+        })
+        .ok()
+        .flatten()
+}
+
 /// Copies `out.len()` bytes starting `at` bytes into the concatenation of `first` and
 /// `second` (a ring's readable bytes, which may wrap).
 pub(crate) fn copy_out(first: &[u8], second: &[u8], at: usize, out: &mut [u8]) {

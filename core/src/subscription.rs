@@ -132,6 +132,9 @@ enum Awaited {
     Look,
 }
 
+/// What a snapshot hands out at a pull, at most (but a batch bigger than it).
+const SNAPSHOT_PULL: usize = 1 << 20;
+
 /// How soon a timed output looks again while records flow: often enough that a ring
 /// (2 MiB by default) is drained before it is half full at 2 GB/s, so that the datapath
 /// does not have to wake it.
@@ -455,9 +458,10 @@ impl Subscription {
                 self.pinned.clear();
                 break;
             }
-            // About a batch at a time, as live pulls hand out.
+            // Up to SNAPSHOT_PULL at a time: the batches are held anyway, but a format
+            // that is encoded makes a copy of what a pull takes.
             taken += batch.data.len();
-            if taken > self.shared.batch_bytes && !self.batches.is_empty() {
+            if taken > SNAPSHOT_PULL && !self.batches.is_empty() {
                 break;
             }
             self.batches.extend(self.pinned.pop_front());
