@@ -82,10 +82,13 @@ fn hung_up(fd: &impl AsFd) -> bool {
 }
 
 impl Sink {
-    /// The file to write, emptied on its first write.
+    /// The file to write, emptied on its first write; a device (`-o /dev/null`) or a
+    /// fifo has nothing to empty.
     fn started(file: &mut File, started: &mut bool) -> io::Result<()> {
         if !*started {
-            file.set_len(0)?;
+            if file.metadata()?.is_file() {
+                file.set_len(0)?;
+            }
             *started = true;
         }
         Ok(())
