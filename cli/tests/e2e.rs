@@ -21,7 +21,8 @@ use merged::{
 mod history;
 use history::{
     a_history_capture_holds_the_past_and_ends, a_history_span_keeps_only_that_span,
-    sigusr1_writes_a_snapshot, the_extcap_captures_with_history,
+    sigusr1_writes_a_snapshot, the_environment_switches_the_capture_off,
+    the_extcap_captures_with_history,
 };
 #[path = "e2e/damaged_files.rs"]
 mod damaged_files;
@@ -885,6 +886,7 @@ on_both_runtimes!(
     a_lagging_capture_counts_the_daemons_drops_in_pcapng,
     a_failed_attach_keeps_the_output_file,
     connect_takes_the_capture_s_http_path,
+    the_environment_switches_the_capture_off,
 );
 
 /// A file removed when the test ends, passed or failed.

@@ -19,6 +19,12 @@ use crate::{meta, Error, History, Meta, Options, Path, Subscription, Timestamp};
 
 /// Bit of `Shared::state` set once the capture is closed; the rest counts outputs.
 const CLOSED: usize = 1 << (usize::BITS - 1);
+/// Bit of `Shared::state` set while the capture is switched off
+/// ([`Capture::set_enabled`]). With `CLOSED` above it, one comparison tells the datapath
+/// "nobody listens, off or closed": the state is 0 or at least this.
+const DISABLED: usize = 1 << (usize::BITS - 2);
+/// Both flag bits: what is left counts listeners.
+const FLAGS: usize = CLOSED | DISABLED;
 
 /// Numbers captures, so that a thread's rings can tell them apart.
 static NEXT_CAPTURE: AtomicU64 = AtomicU64::new(1);
@@ -96,7 +102,7 @@ impl Shared {
 
     /// Outputs attached now, not counting the retention's own hold.
     fn outputs(&self, state: usize) -> usize {
-        (state & !CLOSED).saturating_sub(self.retainer)
+        (state & !FLAGS).saturating_sub(self.retainer)
     }
 
     /// Wakes every output waiting for records, so that an evicted one sees its end.
@@ -275,6 +281,7 @@ pub struct Builder {
     ring_bytes: usize,
     max_outputs: usize,
     retain_bytes: usize,
+    enabled: bool,
 }
 
 impl Default for Builder {
@@ -285,6 +292,7 @@ impl Default for Builder {
             ring_bytes: 2 << 20,
             max_outputs: 256,
             retain_bytes: 0,
+            enabled: true,
         }
     }
 }
@@ -338,7 +346,7 @@ impl Builder {
 
     /// Most outputs [`Capture::try_subscribe`] attaches (default 256).
     pub fn max_outputs(mut self, outputs: usize) -> Builder {
-        self.max_outputs = outputs.min(CLOSED - 1);
+        self.max_outputs = outputs.min(DISABLED - 2);
         self
     }
 
@@ -375,6 +383,14 @@ impl Builder {
         self
     }
 
+    /// Whether the capture starts switched on (the default); see
+    /// [`Capture::set_enabled`]. A daemon that reads its operator's wish from the
+    /// environment: `pcapcast_serve::enabled_by_environment()`.
+    pub fn enabled(mut self, enabled: bool) -> Builder {
+        self.enabled = enabled;
+        self
+    }
+
     /// Makes the capture.
     pub fn build(self) -> Capture {
         let backlog = self.backlog_bytes.max(2 * self.batch_bytes);
@@ -382,7 +398,7 @@ impl Builder {
         let capture = Capture {
             shared: Arc::new(Shared {
                 hot: CachePadded(Hot {
-                    state: AtomicUsize::new(retainer),
+                    state: AtomicUsize::new(retainer | if self.enabled { 0 } else { DISABLED }),
                     id: NEXT_CAPTURE.fetch_add(1, Ordering::Relaxed),
                 }),
                 signal: CachePadded(RecordSignal::new()),
@@ -476,8 +492,8 @@ impl Capture {
     #[inline(always)]
     pub fn log_packet(&self, path: Path, when: SystemTime, packet: &[u8]) {
         let state = self.shared.hot.state.load(Ordering::Relaxed);
-        // One comparison for both "no output" (0 wraps to the top) and "closed".
-        if state.wrapping_sub(1) >= CLOSED - 1 {
+        // One comparison for "no listener" (0 wraps to the top), "off" and "closed".
+        if state.wrapping_sub(1) >= DISABLED - 1 {
             return;
         }
         self.store(path, when, &[], packet);
@@ -528,7 +544,7 @@ impl Capture {
     #[inline(always)]
     pub fn log_packet_with(&self, path: Path, when: SystemTime, packet: &[u8], meta: &Meta) {
         let state = self.shared.hot.state.load(Ordering::Relaxed);
-        if state.wrapping_sub(1) >= CLOSED - 1 {
+        if state.wrapping_sub(1) >= DISABLED - 1 {
             return;
         }
         let mut block = [0; meta::MAX_BLOCK];
@@ -606,7 +622,7 @@ impl Capture {
     #[inline(always)]
     pub fn is_listening(&self) -> bool {
         let state = self.shared.hot.state.load(Ordering::Relaxed);
-        state.wrapping_sub(1) < CLOSED - 1
+        state.wrapping_sub(1) < DISABLED - 1
     }
 
     /// Attaches an output; it sees the packets logged from now on. Unlike
@@ -647,7 +663,10 @@ impl Capture {
             if current & CLOSED != 0 {
                 return Err(Error::Closed);
             }
-            if self.shared.outputs(current) >= limit.min(CLOSED - 2) {
+            if current & DISABLED != 0 {
+                return Err(Error::Disabled);
+            }
+            if self.shared.outputs(current) >= limit.min(DISABLED - 2) {
                 match self.shared.make_room() {
                     // The evicted output's count is this one's now.
                     Room::Made => break,
@@ -709,6 +728,40 @@ impl Capture {
     pub fn num_outputs(&self) -> usize {
         self.shared
             .outputs(self.shared.hot.state.load(Ordering::Acquire))
+    }
+
+    /// Switches the capture on or off at run time. While off, attaching is refused with
+    /// [`Error::Disabled`] (the endpoint answers 403), nothing is retained, and
+    /// `log_packet` costs what it costs with nobody listening: the same one load. Outputs
+    /// already attached stay attached and receive nothing until it is on again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use pcapcast_core::{Capture, Error, Options, Path};
+    ///
+    /// let capture = Capture::builder().enabled(false).build();
+    /// assert_eq!(capture.try_subscribe(Options::default()).err(), Some(Error::Disabled));
+    /// capture.set_enabled(true);
+    /// let output = capture.try_subscribe(Options::default())?;
+    /// capture.set_enabled(false);
+    /// assert!(!capture.is_listening());
+    /// capture.log_packet(Path::FromPeer, SystemTime::now(), &[0x45; 20]); // not kept
+    /// assert_eq!(capture.stats().logged, 0);
+    /// # drop(output);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn set_enabled(&self, enabled: bool) {
+        match enabled {
+            true => self.shared.hot.state.fetch_and(!DISABLED, Ordering::AcqRel),
+            false => self.shared.hot.state.fetch_or(DISABLED, Ordering::AcqRel),
+        };
+    }
+
+    /// Whether the capture is switched on ([`Capture::set_enabled`]).
+    pub fn is_enabled(&self) -> bool {
+        self.shared.hot.state.load(Ordering::Acquire) & DISABLED == 0
     }
 
     /// Whether [`Capture::close`] was called (or every handle dropped).

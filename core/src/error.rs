@@ -33,6 +33,9 @@ pub enum Error {
     },
     /// The capture was closed.
     Closed,
+    /// The capture is switched off in this daemon
+    /// ([`Capture::set_enabled`](crate::Capture::set_enabled)).
+    Disabled,
     /// A capture option that could not be used.
     InvalidOption {
         /// The option's name.
@@ -81,6 +84,7 @@ impl fmt::Display for Error {
                 write!(f, "the capture already has its limit of {limit} outputs")
             }
             Self::Closed => f.write_str("the capture is closed"),
+            Self::Disabled => f.write_str("capture is disabled in this daemon"),
             Self::InvalidOption { name, reason } => write!(f, "option {name:?}: {reason}"),
             Self::Malformed { reason } => write!(f, "malformed capture stream: {reason}"),
             Self::InvalidBpf {

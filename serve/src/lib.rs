@@ -41,6 +41,7 @@ mod runtime;
 mod service;
 mod socket;
 mod stall;
+mod switch;
 mod timed;
 mod wait;
 mod write;
@@ -54,6 +55,7 @@ pub use runtime::{Runtime, StdStream};
 pub use service::{CaptureService, PeerFrom, ResponseBody};
 pub use socket::Socket;
 pub use stall::STALL_LIMIT;
+pub use switch::{enabled_by_environment, DISABLE_VARIABLE};
 pub use timed::Timed;
 pub use write::stream_to;
 

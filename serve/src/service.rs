@@ -237,6 +237,10 @@ impl<R: Runtime> CaptureService<R> {
                 headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 response
             }
+            Err(e @ Error::Disabled) => {
+                self.log_refusal(&peer, 403, &e.to_string());
+                refusal(403, &e.to_string())
+            }
             Err(e @ (Error::TooManyOutputs { .. } | Error::Closed)) => {
                 self.log_refusal(&peer, 503, &e.to_string());
                 refusal(503, &e.to_string())

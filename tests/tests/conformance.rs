@@ -669,6 +669,12 @@ macro_rules! conformance {
                 pcapcast_tests::checked(|| history::pcap_over_ip_starts_with_history::<$rt>());
             }
             #[test]
+            fn switched_off() {
+                pcapcast_tests::checked(|| {
+                    history::a_capture_switched_off_refuses_with_403::<$rt>()
+                });
+            }
+            #[test]
             fn push_history() {
                 pcapcast_tests::checked(|| history::push_starts_with_history::<$rt>());
             }

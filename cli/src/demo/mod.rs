@@ -126,7 +126,14 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     let socket = args.socket.clone().unwrap_or_else(default_socket);
     prepare_socket_dir(&socket)?;
 
-    let mut builder = Capture::builder().retain(args.retain);
+    let enabled = pcapcast_serve::enabled_by_environment();
+    if !enabled {
+        tracing::warn!(
+            variable = pcapcast_serve::DISABLE_VARIABLE,
+            "capture disabled by the environment: attaching is refused"
+        );
+    }
+    let mut builder = Capture::builder().retain(args.retain).enabled(enabled);
     if let Some(bytes) = args.backlog {
         // Batches no bigger than the default: a reader that stops reading pins about
         // one batch of memory until it leaves.

@@ -200,3 +200,39 @@ pub(super) fn the_extcap_captures_with_history(runtime: &str) {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("history"));
 }
+
+/// `PCAPCAST_DISABLE=1` switches the demo's capture off: an attach is refused with the
+/// reason, exit 1, and the output file is not made.
+pub(super) fn the_environment_switches_the_capture_off(runtime: &str) {
+    let dir = temp_dir("disabled");
+    let socket = dir.join("demo.sock");
+    let mut demo = Command::new(PCAPCAST)
+        .args(["demo", "-q", "--runtime", runtime, "--socket"])
+        .arg(&socket)
+        .env("PCAPCAST_DISABLE", "1")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pcapcast demo starts");
+    assert!(wait_until(Duration::from_secs(20), || socket.exists()));
+    let file = dir.join("never.pcap");
+    let connect = format!("unix:{}", socket.display());
+    let out = pcapcast(&[
+        "capture",
+        "--runtime",
+        runtime,
+        "--connect",
+        &connect,
+        "-c",
+        "1",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{runtime}: {said}");
+    assert!(
+        said.contains("403") && said.contains("capture is disabled in this daemon"),
+        "{said}"
+    );
+    assert!(!file.exists(), "{runtime}: no file for a refused capture");
+    stop(&mut demo);
+}

@@ -1,5 +1,6 @@
 //! History over every surface, on both runtimes: HTTP with `history=` and
-//! `follow=false` (curl and a plain client), PCAP-over-IP and the push.
+//! `follow=false` (curl and a plain client), PCAP-over-IP and the push; and the
+//! switch that turns a capture off.
 
 use std::io::Read;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -143,4 +144,30 @@ pub(super) fn push_starts_with_history<R: Runtime>() {
     stream.read_to_end(&mut bytes).unwrap();
     pushing.thread.join().unwrap().unwrap();
     assert_eq!(seqs(&bytes), (0..20).collect::<Vec<_>>(), "{}", R::NAME);
+}
+
+/// A capture switched off answers 403 with the reason, and 200 once it is on again.
+pub(super) fn a_capture_switched_off_refuses_with_403<R: Runtime>() {
+    let dir = temp_dir("switched-off");
+    let capture = Capture::builder().enabled(false).build();
+    let (_server, sock) = http_on_unix::<R>(&capture, &dir);
+    let endpoint = Endpoint::Unix(sock);
+    let refused = post(&endpoint, "/capture", "localhost", "").unwrap();
+    assert_eq!(refused.status, 403, "{}", R::NAME);
+    let reason = String::from_utf8_lossy(&refused.body);
+    assert!(
+        reason.contains("capture is disabled in this daemon"),
+        "{reason}"
+    );
+    capture.set_enabled(true);
+    let streaming = std::thread::spawn({
+        let endpoint = endpoint.clone();
+        move || post(&endpoint, "/capture", "localhost", "").unwrap()
+    });
+    assert!(wait_until(Duration::from_secs(5), || capture.num_outputs() == 1));
+    log(&capture, 3, 100);
+    capture.close();
+    let answered = streaming.join().unwrap();
+    assert_eq!(answered.status, 200, "{}", R::NAME);
+    assert_eq!(seqs(&answered.body).len(), 3);
 }
