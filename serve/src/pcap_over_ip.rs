@@ -65,7 +65,11 @@ pub async fn serve_pcap_over_ip_with<R: Runtime>(
                 continue;
             }
         };
-        tracing::info!(%peer, "PCAP-over-IP output attached");
+        tracing::warn!(
+            %peer,
+            options = %pcapcast_core::endpoint::to_query(&options),
+            "PCAP-over-IP output attached: decrypted traffic is being copied to this reader"
+        );
         let hang_up = HangUp::watch(&runtime, duplicate(&stream));
         let stream = match runtime.stream(stream) {
             Ok(stream) => stream,

@@ -218,7 +218,13 @@ impl<R: Runtime> CaptureService<R> {
         };
         match self.shared.capture.try_subscribe(options.clone()) {
             Ok(subscription) => {
-                tracing::info!(target: LOG_TARGET, %peer, options = %endpoint::to_query(&options), "capture attached");
+                // Loud, once per attach: the datapath's decrypted traffic now leaves it.
+                tracing::warn!(
+                    target: LOG_TARGET,
+                    %peer,
+                    options = %endpoint::to_query(&options),
+                    "capture attached: decrypted traffic is being copied to this reader"
+                );
                 let history = subscription.history_len();
                 if let Some(watch) = &self.watch {
                     *crate::lock(watch) = Some(subscription.watch());

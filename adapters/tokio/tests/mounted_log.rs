@@ -65,5 +65,11 @@ fn the_attach_log_names_the_peer_from_connect_info() {
         .collect();
     assert_eq!(attached.len(), 2, "{logged}");
     assert!(attached[0].contains("peer=tcp 10.0.0.9:4321"), "{logged}");
+    // Loud: at WARN, saying what it means.
+    assert!(attached[0].contains("WARN"), "{logged}");
+    assert!(
+        attached[0].contains("decrypted traffic is being copied"),
+        "{logged}"
+    );
     assert!(attached[1].contains("peer=unknown"), "{logged}");
 }
