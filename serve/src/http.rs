@@ -2,6 +2,7 @@
 
 use std::io;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub struct HttpServer<R: Runtime> {
     hosts: Vec<String>,
     header_timeout: Duration,
     stall_limit: Duration,
+    open: Arc<AtomicUsize>,
     runtime: PhantomData<R>,
 }
 
@@ -43,6 +45,7 @@ impl<R: Runtime> HttpServer<R> {
             hosts: Vec::new(),
             header_timeout: Duration::from_secs(10),
             stall_limit: STALL_LIMIT,
+            open: Arc::default(),
             runtime: PhantomData,
         }
     }
@@ -71,6 +74,13 @@ impl<R: Runtime> HttpServer<R> {
     pub fn stall_limit(mut self, limit: Duration) -> HttpServer<R> {
         self.stall_limit = limit;
         self
+    }
+
+    /// Connections being served now, counted from their accept to the end of their last
+    /// write: a daemon that stops can wait until its readers have had the end of their
+    /// streams (after [`Capture::close`]) before it exits.
+    pub fn open_connections(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.open)
     }
 
     /// Serves connections from `listener` until accepting fails.
@@ -109,7 +119,9 @@ impl<R: Runtime> HttpServer<R> {
                 Stalling::<R, _>::new(stream, watch, self.stall_limit, OnStall::DetachIfLagging);
             let stream = Delivering::new(stream, Arc::clone(&delivery));
             let timeout = self.header_timeout;
+            let open = OpenConnection::new(&self.open);
             runtime.spawn(async move {
+                let _open = open;
                 let served = http1::Builder::new()
                     .timer(R::Timer::default())
                     .header_read_timeout(timeout)
@@ -130,5 +142,21 @@ impl<R: Runtime> HttpServer<R> {
                 }
             });
         }
+    }
+}
+
+/// Counts a connection in [`HttpServer::open_connections`] while it lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(open: &Arc<AtomicUsize>) -> OpenConnection {
+        open.fetch_add(1, Ordering::AcqRel);
+        OpenConnection(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

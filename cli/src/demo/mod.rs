@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
@@ -106,8 +106,9 @@ pub struct DemoArgs {
 /// What the demo retains unless told: 16 MiB.
 const DEFAULT_RETAIN: usize = 16 << 20;
 
-/// How long a stopped demo waits for its outputs to hand out their backlogs.
-const DRAIN_AFTER_CLOSE: Duration = Duration::from_secs(2);
+/// How long a stopped demo waits for its outputs to hand out their backlogs and its
+/// connections to write them.
+const DRAIN_AFTER_CLOSE: Duration = Duration::from_secs(5);
 
 /// The slowest `--rate`: one round a day.
 const MIN_RATE: f64 = 1.0 / 86_400.0;
@@ -171,7 +172,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
                 .history(args.pcap_over_ip_history.unwrap_or_default()),
         )
     });
-    serve(args.runtime, capture.clone(), socket.clone(), pcap_over_ip)?;
+    let open_connections = serve(args.runtime, capture.clone(), socket.clone(), pcap_over_ip)?;
     let pushing = match args.push {
         Some(collector) => {
             let push_options = options
@@ -217,8 +218,10 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     }
     if attached {
         // An output is gone once its stream ended; its connection still writes the
-        // stream's last bytes and its end.
-        thread::sleep(Duration::from_millis(200));
+        // stream's last bytes and its end, to a reader that may be slow.
+        while open_connections.load(Ordering::Acquire) > 0 && closed.elapsed() < DRAIN_AFTER_CLOSE {
+            thread::sleep(Duration::from_millis(10));
+        }
     }
     datapath.stop();
     if let Some(pushing) = pushing {
@@ -382,14 +385,15 @@ fn wait_until(due: Option<Instant>, stop: &AtomicBool) -> bool {
     }
 }
 
-/// Starts the servers on a thread of the chosen runtime; returns once they listen.
+/// Starts the servers on a thread of the chosen runtime; returns once they listen, with
+/// the count of the HTTP server's open connections.
 fn serve(
     kind: RuntimeKind,
     capture: Capture,
     socket: PathBuf,
     pcap_over_ip: Option<(SocketAddr, Options)>,
-) -> Result<(), String> {
-    let (ready, listening) = mpsc::channel::<Result<(), String>>();
+) -> Result<Arc<AtomicUsize>, String> {
+    let (ready, listening) = mpsc::channel::<Result<Arc<AtomicUsize>, String>>();
     thread::spawn(move || match kind {
         RuntimeKind::Smol => smol::block_on(serve_on::<pcapcast_smol::Smol>(
             capture,
@@ -424,7 +428,7 @@ async fn serve_on<R: Runtime>(
     capture: Capture,
     socket: PathBuf,
     pcap_over_ip: Option<(SocketAddr, Options)>,
-    ready: mpsc::Sender<Result<(), String>>,
+    ready: mpsc::Sender<Result<Arc<AtomicUsize>, String>>,
 ) {
     // PCAP-over-IP first: once the Unix socket exists, both endpoints listen.
     let poip = match pcap_over_ip {
@@ -445,8 +449,9 @@ async fn serve_on<R: Runtime>(
             return;
         }
     };
-    let _ = ready.send(Ok(()));
-    let http = HttpServer::<R>::new(capture.clone()).serve(http);
+    let server = HttpServer::<R>::new(capture.clone());
+    let _ = ready.send(Ok(server.open_connections()));
+    let http = server.serve(http);
     let served = match poip {
         Some((listener, options)) => {
             let poip = serve_pcap_over_ip_with(capture, listener, options);
