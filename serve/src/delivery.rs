@@ -2,10 +2,8 @@
 //! bytes and whole records of a capture's body that the socket took are counted, not
 //! what the body handed to hyper (which hyper may still hold when the reader stops).
 
-use std::io::{self, IoSlice};
-use std::pin::Pin;
+use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use pcapcast_core::delivered::Delivered;
 use pcapcast_core::Format;
@@ -145,78 +143,16 @@ impl ResponseTap {
     }
 }
 
-/// A connection's I/O whose writes are read back by a [`ResponseTap`].
-#[derive(Debug)]
-pub(crate) struct Delivering<W> {
-    inner: W,
-    tap: DeliveryCell,
-}
-
-impl<W> Delivering<W> {
-    pub(crate) fn new(inner: W, tap: DeliveryCell) -> Delivering<W> {
-        Delivering { inner, tap }
-    }
-
-    fn took(&self, bufs: &[IoSlice<'_>], mut n: usize) {
-        let mut tap = crate::lock(&self.tap);
-        for buf in bufs {
-            let take = buf.len().min(n);
-            tap.written(&buf[..take]);
-            n -= take;
-            if n == 0 {
-                break;
-            }
+/// Reads back what the socket took of a write of `bufs`: its first `n` bytes.
+pub(crate) fn took(tap: &DeliveryCell, bufs: &[IoSlice<'_>], mut n: usize) {
+    let mut tap = crate::lock(tap);
+    for buf in bufs {
+        let take = buf.len().min(n);
+        tap.written(&buf[..take]);
+        n -= take;
+        if n == 0 {
+            break;
         }
-    }
-}
-
-impl<W: hyper::rt::Write + Unpin> hyper::rt::Write for Delivering<W> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = written {
-            this.took(&[IoSlice::new(buf)], n);
-        }
-        written
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = written {
-            this.took(bufs, n);
-        }
-        written
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-impl<W: hyper::rt::Read + Unpin> hyper::rt::Read for Delivering<W> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 

@@ -10,7 +10,7 @@ use hyper::server::conn::http1;
 use pcapcast_core::endpoint::Policy;
 use pcapcast_core::Capture;
 
-use crate::delivery::{Delivering, DeliveryCell};
+use crate::delivery::DeliveryCell;
 use crate::stall::{OnStall, Stalling, WatchCell, STALL_LIMIT};
 use crate::{CaptureService, Listener, Runtime};
 
@@ -116,8 +116,8 @@ impl<R: Runtime> HttpServer<R> {
             let delivery = DeliveryCell::default();
             let service = service.for_peer(peer.clone(), Arc::clone(&watch), Arc::clone(&delivery));
             let stream =
-                Stalling::<R, _>::new(stream, watch, self.stall_limit, OnStall::DetachIfLagging);
-            let stream = Delivering::new(stream, Arc::clone(&delivery));
+                Stalling::<R, _>::new(stream, watch, self.stall_limit, OnStall::DetachIfLagging)
+                    .with_delivery(Arc::clone(&delivery));
             let timeout = self.header_timeout;
             let open = OpenConnection::new(&self.open);
             runtime.spawn(async move {

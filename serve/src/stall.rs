@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use pcapcast_core::OutputWatch;
 
+use crate::delivery::{self, DeliveryCell};
 use crate::wait::Deadline;
 use crate::Runtime;
 
@@ -40,6 +41,8 @@ pub(crate) struct Stalling<R: Runtime, W> {
     /// When the pending write began waiting, if one waits.
     pending_since: Option<Instant>,
     deadline: Deadline<R::Timer>,
+    /// HTTP connections: what the socket takes is read back, to log what was delivered.
+    delivery: Option<DeliveryCell>,
 }
 
 impl<R: Runtime, W> Stalling<R, W> {
@@ -51,6 +54,20 @@ impl<R: Runtime, W> Stalling<R, W> {
             on_stall,
             pending_since: None,
             deadline: Deadline::new(),
+            delivery: None,
+        }
+    }
+
+    /// Reads what the socket takes back into `delivery` (see [`delivery`]).
+    pub(crate) fn with_delivery(mut self, delivery: DeliveryCell) -> Self {
+        self.delivery = Some(delivery);
+        self
+    }
+
+    /// What the socket took of `bufs`, for the delivery count.
+    fn took(&self, bufs: &[IoSlice<'_>], written: &Poll<io::Result<usize>>) {
+        if let (Some(cell), Poll::Ready(Ok(n))) = (&self.delivery, written) {
+            delivery::took(cell, bufs, *n);
         }
     }
 
@@ -126,7 +143,9 @@ impl<R: Runtime, W: hyper::rt::Write + Unpin> hyper::rt::Write for Stalling<R, W
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.check(cx, written)
+        let written = this.check(cx, written);
+        this.took(&[IoSlice::new(buf)], &written);
+        written
     }
 
     fn poll_write_vectored(
@@ -136,7 +155,9 @@ impl<R: Runtime, W: hyper::rt::Write + Unpin> hyper::rt::Write for Stalling<R, W
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.check(cx, written)
+        let written = this.check(cx, written);
+        this.took(bufs, &written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
