@@ -108,7 +108,7 @@ const DEFAULT_RETAIN: usize = 16 << 20;
 
 /// How long a stopped demo waits for its outputs to hand out their backlogs and its
 /// connections to write them.
-const DRAIN_AFTER_CLOSE: Duration = Duration::from_secs(5);
+const DRAIN_AFTER_CLOSE: Duration = Duration::from_secs(10);
 
 /// The slowest `--rate`: one round a day.
 const MIN_RATE: f64 = 1.0 / 86_400.0;

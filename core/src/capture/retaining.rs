@@ -25,7 +25,9 @@ impl Shared {
         meta: &[u8],
         packet: &[u8],
     ) -> bool {
-        if self.retainer == 0 {
+        // Outputs attached: their readers drain the rings, and the lock is theirs. Looked
+        // at before trying the lock, so that a capture with outputs pays one load here.
+        if self.retainer == 0 || self.outputs(self.hot.state.load(Ordering::Relaxed)) != 0 {
             return false;
         }
         let Some(mut log) = try_lock(&self.log) else {
