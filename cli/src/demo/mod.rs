@@ -212,16 +212,13 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     capture.close();
     // Each output's stream ends once its backlog is written: readers get that, and the
     // daemon's word on what each was handed and lost, unless one is stalled.
-    let (closed, attached) = (Instant::now(), capture.num_outputs() > 0);
-    while capture.num_outputs() > 0 && closed.elapsed() < DRAIN_AFTER_CLOSE {
+    // An output is gone once its stream ended (at once, when it had handed everything to
+    // its connection already); its connection still writes the stream's last bytes and
+    // its end, to a reader that may be slow: both are waited for.
+    let closed = Instant::now();
+    let busy = || capture.num_outputs() > 0 || open_connections.load(Ordering::Acquire) > 0;
+    while busy() && closed.elapsed() < DRAIN_AFTER_CLOSE {
         thread::sleep(Duration::from_millis(10));
-    }
-    if attached {
-        // An output is gone once its stream ended; its connection still writes the
-        // stream's last bytes and its end, to a reader that may be slow.
-        while open_connections.load(Ordering::Acquire) > 0 && closed.elapsed() < DRAIN_AFTER_CLOSE {
-            thread::sleep(Duration::from_millis(10));
-        }
     }
     datapath.stop();
     if let Some(pushing) = pushing {

@@ -94,6 +94,9 @@ fn lagging_capture(runtime: &str, format: &str) {
         .args(["--backlog", "16384"])
         .arg("--socket")
         .arg(&socket)
+        // The server's debug lines too (a connection that ends in error says why), for
+        // the message of a failure.
+        .env("RUST_LOG", "info,pcapcast_serve=debug")
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("pcapcast demo starts");
