@@ -42,6 +42,8 @@ mod service;
 mod socket;
 mod stall;
 mod switch;
+#[cfg(test)]
+mod test_writer;
 mod timed;
 mod wait;
 mod write;

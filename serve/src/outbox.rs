@@ -118,13 +118,13 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
-    use std::pin::Pin;
     use std::task::{Context, Poll};
 
     use bytes::BytesMut;
     use pcapcast_core::{Encoder, Options, Path};
 
     use super::*;
+    use crate::test_writer::PartialWriter;
 
     /// `n` seed-format records of 30-byte packets (48 bytes each).
     fn records(n: usize) -> Bytes {
@@ -134,34 +134,6 @@ mod tests {
             encoder.put_record(&mut out, Path::FromPeer, std::time::UNIX_EPOCH, &[0x45; 30]);
         }
         out.freeze()
-    }
-
-    /// Takes up to `budget` bytes, then fails every write.
-    struct Failing {
-        budget: usize,
-        taken: Vec<u8>,
-    }
-
-    impl hyper::rt::Write for Failing {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            if self.budget == 0 {
-                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-            }
-            let n = buf.len().min(self.budget);
-            self.budget -= n;
-            self.taken.extend_from_slice(&buf[..n]);
-            Poll::Ready(Ok(n))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
     }
 
     fn block_on<F: std::future::Future>(future: F) -> F::Output {
@@ -182,18 +154,12 @@ mod tests {
         assert_eq!(outbox.records(), 5);
         let mut sent = 0;
         // One record and half of the next one get through.
-        let mut writer = Failing {
-            budget: 48 + 20,
-            taken: Vec::new(),
-        };
+        let mut writer = PartialWriter::new(48 + 20);
         assert!(block_on(outbox.write_to(&mut writer, &mut sent)).is_err());
         assert_eq!(outbox.cut(&mut sent), 1);
         assert_eq!(sent, 1);
         assert_eq!(outbox.records(), 3, "the untouched records wait");
-        let mut next = Failing {
-            budget: usize::MAX,
-            taken: Vec::new(),
-        };
+        let mut next = PartialWriter::new(usize::MAX);
         block_on(outbox.write_to(&mut next, &mut sent)).unwrap();
         assert_eq!(sent, 4);
         assert_eq!(
@@ -209,10 +175,7 @@ mod tests {
         let mut outbox = Outbox::default();
         outbox.push(records(4));
         let mut sent = 0;
-        let mut writer = Failing {
-            budget: 2 * 48,
-            taken: Vec::new(),
-        };
+        let mut writer = PartialWriter::new(2 * 48);
         assert!(block_on(outbox.write_to(&mut writer, &mut sent)).is_err());
         assert_eq!(outbox.cut(&mut sent), 0);
         assert_eq!((sent, outbox.records()), (2, 2));

@@ -162,32 +162,7 @@ mod tests {
     use pcapcast_core::{Encoder, Format, Options, Path};
 
     use super::*;
-
-    /// Takes up to `budget` bytes, a few at a time, then fails every write.
-    struct TakesPart {
-        budget: usize,
-    }
-
-    impl Write for TakesPart {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            if self.budget == 0 {
-                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-            }
-            let n = buf.len().min(self.budget).min(100);
-            self.budget -= n;
-            Poll::Ready(Ok(n))
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
+    use crate::test_writer::PartialWriter;
 
     #[test]
     fn what_a_writer_did_not_take_is_not_counted_as_delivered() {
@@ -206,9 +181,8 @@ mod tests {
         }
         let mut pieces = VecDeque::from([header.freeze(), batch.freeze()]);
         let mut delivered = Delivered::new(Format::Pcap);
-        let mut writer = TakesPart {
-            budget: 24 + 48 * 3 + 20,
-        };
+        // A few bytes at a time, then it fails.
+        let mut writer = PartialWriter::new(24 + 48 * 3 + 20).in_pieces(100);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let result = {
             let written = pin!(write_pieces(&mut writer, &mut pieces, &mut delivered));
